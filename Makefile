@@ -1,0 +1,42 @@
+# Everything a newcomer needs: `make run` starts the local stack, `make test` runs the suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run test lint types pytest clean docs
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml scripts/system-deps.sh
+	./scripts/system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP) ## create .venv with the package (editable) and install missing system packages
+
+run: install ## start the local stack in the foreground (Ctrl-C stops everything)
+	$(BIN)/leaderboard up
+
+test: install lint types pytest ## lint, type-check and run the whole test suite
+
+lint: install ## ruff: lint and formatting
+	$(BIN)/ruff check leaderboard tests
+	$(BIN)/ruff format --check leaderboard tests
+
+types: install ## mypy (strict) on the package
+	$(BIN)/mypy
+
+pytest: install ## the test suite only
+	$(BIN)/pytest
+
+clean: ## remove the virtualenv and caches (not the local stack's data: `leaderboard down --purge`)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+
+docs: install ## regenerate the generated parts of README.md (settings table)
+	$(BIN)/python scripts/readme.py

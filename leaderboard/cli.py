@@ -1,0 +1,113 @@
+"""The ``leaderboard`` command: run the local stack, inspect it, mint dev tokens."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from leaderboard import auth
+from leaderboard.config import Settings, SettingsError, load_settings
+from leaderboard.devstack.process import StackError
+from leaderboard.devstack.stack import Stack
+from leaderboard.devstack.supervisor import detach, down, serve
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="leaderboard",
+        description="Real-time leaderboard platform. Settings come from LEADERBOARD_* variables.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the local stack (foreground; Ctrl-C stops it)")
+    up.add_argument(
+        "--detach", action="store_true", help="run in the background, return when ready"
+    )
+
+    dn = sub.add_parser("down", help="stop the local stack")
+    dn.add_argument("--purge", action="store_true", help="also delete its data (next up is empty)")
+
+    st = sub.add_parser("status", help="show the local stack's members and URLs")
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+
+    tok = sub.add_parser("token", help="print a JWT per user, signed with the dev key")
+    tok.add_argument("user_ids", nargs="+", metavar="USER_ID")
+    tok.add_argument(
+        "--ttl", type=float, default=3600.0, help="lifetime in seconds (negative: already expired)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"leaderboard: {exc}", file=sys.stderr)
+        return 2
+    try:
+        handler = _COMMANDS[args.command]
+        return handler(settings, args)
+    except StackError as exc:
+        print(f"leaderboard: {exc}", file=sys.stderr)
+        return 1
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    stack = Stack.from_settings(settings)
+    if args.detach:
+        pid = detach(stack)
+        print(f"leaderboard stack ready (supervisor pid {pid}); `leaderboard down` stops it")
+        _print_status(asyncio.run(stack.status()))
+        return 0
+
+    async def ready() -> None:
+        _print_status(await stack.status())
+        print("Ctrl-C stops everything.", flush=True)
+
+    asyncio.run(serve(stack, ready))
+    return 0
+
+
+def _down(settings: Settings, args: argparse.Namespace) -> int:
+    down(Stack.from_settings(settings), purge=args.purge)
+    print("leaderboard stack stopped" + (" and its data deleted" if args.purge else ""))
+    return 0
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    status = asyncio.run(Stack.from_settings(settings).status())
+    if args.json:
+        print(json.dumps(status))
+    else:
+        _print_status(status)
+    return 0
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    state = "running" if status["running"] else "not running"
+    print(f"stack     {state}")
+    print(f"api       {status['api_url']}")
+    print(f"websocket {status['ws_url']}")
+    print(f"redis     {status['redis_url']}  (pid {status['redis_pid'] or '-'})")
+    print(f"database  {status['database_url'] or '-'}")
+    print(f"\n{'MEMBER':<10}{'ROLE':<9}{'PORT':<7}PID")
+    for m in status["members"]:
+        marker = "  <- primary" if m["name"] == status["primary"] else ""
+        print(f"{m['name']:<10}{m['role']:<9}{m['port']:<7}{m['pid'] or '-'}{marker}")
+    sys.stdout.flush()
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    for user_id in args.user_ids:
+        print(auth.mint(settings, user_id, ttl=args.ttl))
+    return 0
+
+
+_COMMANDS = {"up": _up, "down": _down, "status": _status, "token": _token}

@@ -1,0 +1,124 @@
+"""Typed settings, read once from ``LEADERBOARD_*`` environment variables.
+
+Every component (API, broadcaster, operator, local stack, CLI) reads the same class, so one
+variable means the same thing everywhere. A bad value stops the process at start-up with one
+line per bad variable (see :func:`load_settings`), never with a traceback.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LEADERBOARD_"
+
+
+class SettingsError(Exception):
+    """Raised with a message that names each bad ``LEADERBOARD_*`` variable, one per line."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    env: Literal["dev", "prod"] = Field(
+        "dev",
+        description="`dev` allows the generated local signing key and anonymous viewers; "
+        "`prod` refuses to start without explicit secrets.",
+    )
+    run_dir: Path = Field(
+        Path(".run"),
+        description="Folder of the local stack: PostgreSQL data, Redis, logs, dev signing key.",
+    )
+    host: str = Field("127.0.0.1", description="Address the local stack's services bind to.")
+
+    # -- local stack ports
+    api_port: int = Field(8000, ge=1, le=65535, description="API HTTP port.")
+    ws_port: int = Field(8001, ge=1, le=65535, description="Broadcaster WebSocket port.")
+    redis_port: int = Field(6380, ge=1, le=65535, description="Local Redis port.")
+    pg_port: int = Field(
+        5433, ge=1, le=65530, description="Port of PostgreSQL member 0; member i uses pg_port + i."
+    )
+    pg_members: int = Field(
+        2, ge=2, le=5, description="PostgreSQL members in the local stack (1 primary + standbys)."
+    )
+    pg_bin_dir: Path | None = Field(
+        None,
+        description="PostgreSQL server binaries (initdb, postgres, ...); default: the newest "
+        "/usr/lib/postgresql/*/bin.",
+    )
+    pg_database: str = Field("leaderboard", description="Application database name.")
+    pg_user: str = Field("leaderboard", description="Application database role.")
+
+    # -- where the services find their dependencies (default: the local stack)
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URI of the primary for the services; default: the local "
+        "stack's current primary.",
+    )
+    redis_url: str | None = Field(None, description="Redis URL; default: the local stack's Redis.")
+
+    # -- JWT (RFC 8725: the algorithm is pinned here, never taken from the token)
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = Field(
+        "HS256", description="The only JWT algorithm accepted."
+    )
+    jwt_secret: SecretStr | None = Field(
+        None,
+        description="HS256 secret; in dev, default: a key generated once into run_dir.",
+    )
+    jwt_public_key: str | None = Field(None, description="PEM public key for RS256/ES256.")
+    jwt_jwks_url: str | None = Field(None, description="JWKS URL for RS256/ES256 (keys rotate).")
+    jwt_issuer: str | None = Field(None, description="Required `iss` claim, if set.")
+    jwt_audience: str | None = Field(None, description="Required `aud` claim, if set.")
+    jwt_leeway_s: float = Field(
+        10.0, ge=0, le=300, description="Clock skew tolerated on `exp`/`nbf`, seconds."
+    )
+
+    @model_validator(mode="after")
+    def _check_jwt(self) -> Settings:
+        if self.jwt_algorithm != "HS256" and not (self.jwt_public_key or self.jwt_jwks_url):
+            raise ValueError(
+                f"{ENV_PREFIX}JWT_ALGORITHM={self.jwt_algorithm} needs "
+                f"{ENV_PREFIX}JWT_PUBLIC_KEY or {ENV_PREFIX}JWT_JWKS_URL"
+            )
+        if self.env == "prod" and self.jwt_algorithm == "HS256" and self.jwt_secret is None:
+            raise ValueError(f"{ENV_PREFIX}JWT_SECRET is required when {ENV_PREFIX}ENV=prod")
+        return self
+
+    @cached_property
+    def run_path(self) -> Path:
+        return self.run_dir.resolve()
+
+    def member_port(self, index: int) -> int:
+        return self.pg_port + index
+
+
+def _describe(error: dict[str, object]) -> str:
+    loc = error.get("loc") or ()
+    assert isinstance(loc, tuple)
+    message = str(error.get("msg", "invalid value"))
+    if not loc:  # a model-level check: its message already names the variables
+        return message.removeprefix("Value error, ")
+    variable = ENV_PREFIX + str(loc[0]).upper()
+    return f"{variable}={error.get('input')!r}: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings; raise :class:`SettingsError` naming every bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [_describe(dict(e)) for e in exc.errors(include_url=False)]
+        raise SettingsError("\n".join(f"invalid setting {line}" for line in lines)) from None
+
+
+def settings_table() -> str:
+    """The README's settings table, generated so the README cannot drift from the code."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default is None else f"`{field.default}`"
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows)

@@ -1,0 +1,246 @@
+"""One PostgreSQL member of the local cluster: create, clone, start, stop, kill, probe.
+
+Port, socket directory and listen address are passed on the command line rather than written to
+``postgresql.conf``: pg_rewind and pg_basebackup copy the configuration files between members,
+and a member must never inherit another member's port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from leaderboard.devstack.process import (
+    OsUser,
+    StackError,
+    read_pid,
+    run,
+    signal_pid,
+    spawn,
+    stop_pid,
+)
+
+SUPERUSER = "postgres"
+
+# Settings every member shares (a standby inherits them through pg_basebackup). The synchronous
+# standby list is not here: it is set with ALTER SYSTEM once the first standby streams, because
+# a primary that requires a standby before one exists hangs every commit.
+CLUSTER_CONF = """
+# -- written by the leaderboard local stack (port/socket/address come from the command line)
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+wal_log_hints = on
+hot_standby = on
+hot_standby_feedback = on
+wal_keep_size = '256MB'
+wal_sender_timeout = '5s'
+wal_receiver_status_interval = '1s'
+wal_receiver_timeout = '5s'
+wal_retrieve_retry_interval = '500ms'
+synchronous_commit = on
+max_connections = 200
+log_line_prefix = '%m [%p] %q%a '
+log_min_messages = warning
+"""
+
+
+def find_bin_dir(configured: Path | None) -> Path:
+    """The PostgreSQL server binaries: the configured folder, or the newest Debian install."""
+    if configured is not None:
+        candidates = [configured]
+    else:
+        found = glob.glob("/usr/lib/postgresql/*/bin")
+        candidates = sorted(
+            (Path(p) for p in found), key=lambda p: int(p.parent.name), reverse=True
+        )
+        if (pg_config := shutil.which("pg_config")) is not None:
+            with contextlib.suppress(StackError):
+                candidates.append(Path(run([pg_config, "--bindir"]).strip()))
+    for candidate in candidates:
+        if (candidate / "postgres").is_file() and (candidate / "initdb").is_file():
+            return candidate
+    raise StackError(
+        "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin); "
+        "install them with: apt-get install -y postgresql, or set LEADERBOARD_PG_BIN_DIR"
+    )
+
+
+@dataclass
+class Member:
+    name: str
+    port: int
+    base_dir: Path
+    bin_dir: Path
+    user: OsUser
+    host: str = "127.0.0.1"
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def sock_dir(self) -> Path:
+        return self.base_dir / "sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base_dir / "postgres.log"
+
+    @property
+    def exists(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    @property
+    def configured_as_standby(self) -> bool:
+        return (self.data_dir / "standby.signal").exists()
+
+    def bin(self, name: str) -> Path:
+        return self.bin_dir / name
+
+    def pid(self) -> int | None:
+        """The postmaster's pid, if it is running (whoever started it)."""
+        if self.process is not None and self.process.poll() is None:
+            return self.process.pid
+        return read_pid(self.data_dir / "postmaster.pid")
+
+    def dsn(self, *, user: str, password: str, database: str) -> str:
+        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{database}"
+
+    def _prepare_dirs(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.sock_dir.mkdir(exist_ok=True)
+        self.log_path.touch()
+        self.user.own(self.base_dir, self.sock_dir, self.log_path)
+
+    def initdb(self, password_file: Path) -> None:
+        """Create a new cluster whose superuser ``postgres`` authenticates with a password."""
+        self._prepare_dirs()
+        run(
+            [
+                self.bin("initdb"),
+                "-D",
+                self.data_dir,
+                "-U",
+                SUPERUSER,
+                f"--pwfile={password_file}",
+                "--auth-local=trust",  # the socket directory is private to the member's owner
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--data-checksums",
+            ],
+            user=self.user,
+            what=f"initdb for {self.name}",
+        )
+        with open(self.data_dir / "postgresql.conf", "a") as conf:
+            conf.write(CLUSTER_CONF)
+
+    def clone_from(self, source: Member, password: str) -> None:
+        """Make this member a streaming standby of ``source`` (pg_basebackup -R)."""
+        self._prepare_dirs()
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        conninfo = (
+            f"host={source.host} port={source.port} user={SUPERUSER} "
+            f"password={password} application_name={self.name}"
+        )
+        run(
+            [
+                self.bin("pg_basebackup"),
+                "-D",
+                self.data_dir,
+                "-d",
+                conninfo,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+            user=self.user,
+            what=f"pg_basebackup of {self.name} from {source.name}",
+            timeout=300,
+        )
+
+    def start(self) -> None:
+        if self.pid() is not None:
+            return
+        self._prepare_dirs()
+        self.process = spawn(
+            [
+                self.bin("postgres"),
+                "-D",
+                self.data_dir,
+                "-c",
+                f"port={self.port}",
+                "-c",
+                f"listen_addresses={self.host}",
+                "-c",
+                f"unix_socket_directories={self.sock_dir}",
+                "-c",
+                f"cluster_name={self.name}",
+            ],
+            log=self.log_path,
+            user=self.user,
+        )
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        """Fast shutdown (SIGINT: abort transactions, checkpoint, exit)."""
+        pid = self.pid()
+        if pid is not None:
+            stop_pid(pid, sig=signal.SIGINT, timeout=timeout, child=self._child(pid))
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster, as a crash would; its backends notice and exit on their own."""
+        pid = self.pid()
+        if pid is not None:
+            signal_pid(pid, signal.SIGKILL)
+            if (child := self._child(pid)) is not None:
+                child.wait()
+
+    def _child(self, pid: int) -> subprocess.Popen[bytes] | None:
+        return self.process if self.process is not None and self.process.pid == pid else None
+
+    def exited_early(self) -> str | None:
+        """If our postmaster child died, the tail of its log (to explain why)."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        tail = self.log_path.read_text(errors="replace").splitlines()[-5:]
+        return f"{self.name} exited with {self.process.returncode}: " + " | ".join(tail)
+
+    async def connect(self, password: str, *, timeout: float = 2.0) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            host=self.host,
+            port=self.port,
+            user=SUPERUSER,
+            password=password,
+            database="postgres",
+            timeout=timeout,
+            command_timeout=timeout,
+        )
+
+    async def probe_role(self, password: str, *, timeout: float = 1.0) -> str:
+        """``primary``, ``replica`` or ``down``, asked of the server itself."""
+        if self.pid() is None:
+            return "down"
+        try:
+            conn = await self.connect(password, timeout=timeout)
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            return "down"
+        try:
+            in_recovery = await conn.fetchval("SELECT pg_is_in_recovery()")
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            return "down"
+        finally:
+            await conn.close(timeout=timeout)
+        return "replica" if in_recovery else "primary"

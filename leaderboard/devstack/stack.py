@@ -1,0 +1,306 @@
+"""The local cluster: PostgreSQL members (one primary, synchronous standbys) and Redis.
+
+:class:`Stack` knows how to build, start, stop and describe the cluster; it holds no loop of
+its own (that is :mod:`leaderboard.devstack.supervisor`). Its layout on disk::
+
+    RUN_DIR/stack.json           ports and pids of the running stack (written by the supervisor)
+    RUN_DIR/pg/memberN/data      PostgreSQL data directory of member N
+    RUN_DIR/pg/memberN/sock      its private Unix socket directory
+    RUN_DIR/redis/               Redis pid file and log
+    RUN_DIR/dev-jwt.key, pg-*    generated secrets (mode 0600)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from leaderboard import devsecrets
+from leaderboard.config import Settings
+from leaderboard.db.migrate import migrate
+from leaderboard.devstack.postgres import Member, find_bin_dir
+from leaderboard.devstack.process import OsUser, StackError, wait_for
+from leaderboard.devstack.redis import RedisServer
+
+MARKER = ".leaderboard-run-dir"
+SYNC_STANDBYS = "ANY 1 (*)"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a running stack listens on; saved in stack.json so that later commands (status,
+    down) find the stack even when run with other settings than ``up`` was."""
+
+    host: str
+    pg_port: int
+    pg_members: int
+    redis_port: int
+    api_port: int
+    ws_port: int
+    pg_database: str
+    pg_user: str
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Layout:
+        return cls(
+            s.host,
+            s.pg_port,
+            s.pg_members,
+            s.redis_port,
+            s.api_port,
+            s.ws_port,
+            s.pg_database,
+            s.pg_user,
+        )
+
+
+class Stack:
+    def __init__(self, run_dir: Path, layout: Layout, pg_bin_dir: Path | None = None) -> None:
+        self.run_dir = run_dir
+        self.layout = layout
+        self._pg_bin_dir = pg_bin_dir
+        self.pg_os_user = OsUser.for_postgres()
+        self.members = [
+            Member(
+                name=f"member{i}",
+                port=layout.pg_port + i,
+                base_dir=run_dir / "pg" / f"member{i}",
+                bin_dir=Path("/nonexistent"),  # resolved on first build/start (status needs none)
+                user=self.pg_os_user,
+                host=layout.host,
+            )
+            for i in range(layout.pg_members)
+        ]
+        self.redis = RedisServer(layout.redis_port, run_dir / "redis", host=layout.host)
+
+    # -- construction
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Stack:
+        """The stack described by a running stack's stack.json, else by the settings."""
+        run_dir = settings.run_path
+        state = read_state(run_dir)
+        layout = Layout(**state["layout"]) if state is not None else Layout.from_settings(settings)
+        return cls(run_dir, layout, settings.pg_bin_dir)
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "stack.json"
+
+    # -- secrets and URLs
+
+    @property
+    def superuser_password(self) -> str:
+        return devsecrets.read_or_create(devsecrets.pg_password_path(self.run_dir))
+
+    @property
+    def app_password(self) -> str:
+        return devsecrets.read_or_create(self.run_dir / "pg-app-password")
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.layout.host}:{self.layout.api_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.layout.host}:{self.layout.ws_port}/ws"
+
+    def database_url(self, member: Member) -> str:
+        return member.dsn(
+            user=self.layout.pg_user, password=self.app_password, database=self.layout.pg_database
+        )
+
+    # -- lifecycle
+
+    def prepare_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / MARKER).touch()
+        (self.run_dir / "pg").mkdir(exist_ok=True)
+        if not self.pg_os_user.is_current:
+            _check_traversable(self.run_dir / "pg", self.pg_os_user)
+        bin_dir = find_bin_dir(self._pg_bin_dir)
+        for member in self.members:
+            member.bin_dir = bin_dir
+
+    def configured_primary(self) -> Member | None:
+        """The member whose data directory is not a standby's (None before the first build)."""
+        built = [m for m in self.members if m.exists]
+        if not built:
+            return None
+        primaries = [m for m in built if not m.configured_as_standby]
+        if len(primaries) != 1:
+            names = ", ".join(m.name for m in primaries) or "none"
+            raise StackError(
+                f"expected exactly one member configured as primary, found: {names}; "
+                "run `leaderboard down --purge` to start over"
+            )
+        return primaries[0]
+
+    async def start(self) -> Member:
+        """Build what is missing, start everything, return once the cluster is ready."""
+        self.prepare_run_dir()
+        primary = self.configured_primary()
+        if primary is None:
+            primary = self.members[0]
+            await asyncio.to_thread(self._initdb, primary)
+            primary.start()
+            await self._wait_accepting(primary)
+            await self._bootstrap(primary)
+        else:
+            primary.start()
+            await self._wait_accepting(primary)
+        for member in self.members:
+            if member is primary:
+                continue
+            if not member.exists:
+                await asyncio.to_thread(member.clone_from, primary, self.superuser_password)
+            member.start()
+        self.redis.start()
+        await asyncio.gather(
+            self.wait_streaming(primary),
+            wait_for(self.redis.ping, timeout=15, what=f"Redis on port {self.redis.port}"),
+        )
+        await self._migrate(primary)
+        return primary
+
+    def _initdb(self, member: Member) -> None:
+        pwfile = member.base_dir / "initdb-password"
+        member.base_dir.mkdir(parents=True, exist_ok=True)
+        self.pg_os_user.own(member.base_dir)
+        pwfile.write_text(self.superuser_password + "\n")
+        pwfile.chmod(0o600)
+        self.pg_os_user.own(pwfile)
+        try:
+            member.initdb(pwfile)
+        finally:
+            pwfile.unlink()
+
+    async def _wait_accepting(self, member: Member) -> None:
+        async def accepting() -> bool:
+            if (why := member.exited_early()) is not None:
+                raise StackError(why)
+            conn = await member.connect(self.superuser_password, timeout=1.0)
+            await conn.close()
+            return True
+
+        try:
+            await wait_for(accepting, timeout=60, what=f"{member.name} to accept connections")
+        except StackError as exc:
+            raise StackError(f"{exc}; see {member.log_path}") from None
+
+    async def _bootstrap(self, primary: Member) -> None:
+        conn = await primary.connect(self.superuser_password)
+        try:
+            user, db = self.layout.pg_user, self.layout.pg_database
+            await conn.execute(
+                f"CREATE ROLE {_ident(user)} LOGIN PASSWORD {_literal(self.app_password)}"
+            )
+            await conn.execute(f"CREATE DATABASE {_ident(db)} OWNER {_ident(user)}")
+            # Only now, with the roles created, ask every commit to wait for a standby.
+            await conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{SYNC_STANDBYS}'")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+
+    async def _migrate(self, primary: Member) -> None:
+        conn = await asyncpg.connect(self.database_url(primary), timeout=5)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def wait_streaming(self, primary: Member) -> None:
+        """Wait until every standby streams from the primary as a synchronous candidate."""
+        expected = {m.name for m in self.members if m is not primary}
+        conn = await primary.connect(self.superuser_password)
+
+        async def all_streaming() -> bool:
+            for member in self.members:
+                if (why := member.exited_early()) is not None:
+                    raise StackError(why)
+            rows = await conn.fetch(
+                "SELECT application_name FROM pg_stat_replication "
+                "WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')"
+            )
+            return expected <= {r["application_name"] for r in rows}
+
+        try:
+            await wait_for(all_streaming, timeout=60, what="standbys to stream synchronously")
+        finally:
+            await conn.close()
+
+    def stop(self) -> None:
+        """Stop everything: the primary first, so its standbys receive its last WAL."""
+        members = sorted(self.members, key=lambda m: m.configured_as_standby)
+        for member in members:
+            member.stop()
+        self.redis.stop()
+
+    # -- observation
+
+    async def status(self) -> dict[str, Any]:
+        password = self.superuser_password if (self.run_dir / "pg-password").exists() else ""
+        roles = await asyncio.gather(*(m.probe_role(password) for m in self.members))
+        members = [
+            {"name": m.name, "role": role, "port": m.port, "pid": m.pid()}
+            for m, role in zip(self.members, roles, strict=True)
+        ]
+        primary = next(
+            (m for m, r in zip(self.members, roles, strict=True) if r == "primary"), None
+        )
+        state = read_state(self.run_dir)
+        return {
+            "running": state is not None and state.get("ready", False),
+            "supervisor_pid": state.get("supervisor_pid") if state else None,
+            "api_url": self.api_url,
+            "ws_url": self.ws_url,
+            "redis_url": self.redis.url,
+            "redis_pid": self.redis.pid(),
+            "database_url": self.database_url(primary) if primary else None,
+            "primary": primary.name if primary else None,
+            "members": members,
+        }
+
+    def write_state(self, **fields: Any) -> None:
+        state = {"layout": asdict(self.layout), **fields}
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.state_path)
+
+
+def read_state(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((run_dir / "stack.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _check_traversable(path: Path, user: OsUser) -> None:
+    """PostgreSQL runs as another user: every folder above its data must let it through."""
+    for folder in [path, *path.parents]:
+        st = folder.stat()
+        if st.st_uid == user.uid or st.st_mode & stat.S_IXOTH:
+            continue
+        if st.st_gid == user.gid and st.st_mode & stat.S_IXGRP:
+            continue
+        raise StackError(
+            f"PostgreSQL runs as '{user.name}', which cannot enter {folder}; "
+            f"run `chmod o+x {folder}` or set LEADERBOARD_RUN_DIR to a folder under /tmp"
+        )
+    os.chmod(path, 0o755)  # noqa: S103 - postgres (another user) must enter it

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install the Debian packages the local stack needs (Redis, PostgreSQL server) when missing.
+# As root it runs apt-get; otherwise it prints the exact command and fails.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
+command -v pgbench >/dev/null 2>&1 || missing+=(postgresql-contrib)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+for extra in "$@"; do
+    dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+cmd="apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing system packages: ${missing[*]}" >&2
+    echo "run as root: $cmd" >&2
+    exit 1
+fi
+echo "installing system packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts services on install where it can; the stack runs its own on its own ports.
+for svc in redis-server postgresql; do
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" 2>/dev/null || true; fi
+done

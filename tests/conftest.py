@@ -1,0 +1,47 @@
+"""Session fixtures: a real PostgreSQL primary + synchronous standby and a real Redis,
+started by the tests in a temporary folder on free ports, and always torn down."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from leaderboard.devstack.stack import Stack
+from tests.support import test_settings
+
+
+def _traversable_tmpdir(prefix: str) -> Path:
+    # pytest's tmp_path is private (0700) and PostgreSQL runs as `postgres` when we are root:
+    # the stacks live in folders that user may enter.
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """A fresh folder for one test's own stack (`<run_dir>/run` does not exist yet)."""
+    path = _traversable_tmpdir("lb-test-")
+    try:
+        yield path / "run"
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def stack() -> AsyncIterator[Stack]:
+    """The shared cluster. Tests must leave it as they found it (primary member0, all up)."""
+    root = _traversable_tmpdir("lb-stack-")
+    settings = test_settings(root / "run")
+    cluster = Stack.from_settings(settings)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""Helpers shared by the tests: free ports, polling with a deadline, process and port checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from leaderboard.config import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+# The local stack's default ports: the tests never touch a developer's running stack.
+DEV_PORTS = {5433, 5434, 5435, 5436, 5437, 6380, 8000, 8001}
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` consecutive free ports, away from the dev defaults."""
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(500):
+        base = rng.randrange(20000, 40000)
+        block = list(range(base, base + count))
+        if not DEV_PORTS.intersection(block) and all(_port_free(p) for p in block):
+            return block
+    raise RuntimeError("no free port block found")
+
+
+def stack_env(run_dir: Path, members: int = 2) -> dict[str, str]:
+    """Environment for a CLI stack in ``run_dir`` on free ports."""
+    pg = free_ports(members)
+    other = free_ports(3)
+    return {
+        "LEADERBOARD_RUN_DIR": str(run_dir),
+        "LEADERBOARD_PG_PORT": str(pg[0]),
+        "LEADERBOARD_PG_MEMBERS": str(members),
+        "LEADERBOARD_REDIS_PORT": str(other[0]),
+        "LEADERBOARD_API_PORT": str(other[1]),
+        "LEADERBOARD_WS_PORT": str(other[2]),
+    }
+
+
+def test_settings(run_dir: Path, members: int = 2) -> Settings:
+    env = stack_env(run_dir, members)
+    return Settings(**{k.removeprefix("LEADERBOARD_").lower(): v for k, v in env.items()})
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # not a test, despite the name
+
+
+def cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``leaderboard ARGS`` as a user would, in a clean LEADERBOARD_* environment."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "leaderboard", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=REPO,
+    )
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, interval: float = 0.05
+) -> Any:
+    """Poll ``check`` until it returns a truthy value; fail with its last result or error."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = await check()
+            if result:
+                return result
+            last = result
+        except AssertionError as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s; last: {last!r}")
+        await asyncio.sleep(interval)
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s; last: {result!r}")
+        time.sleep(0.05)
+
+
+def pid_exists(pid: int) -> bool:
+    from leaderboard.devstack.process import pid_alive
+
+    return pid_alive(pid)
+
+
+def listening_ports() -> set[int]:
+    """TCP ports in LISTEN state on this machine, read from /proc (no tools needed)."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
