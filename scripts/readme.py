@@ -9,11 +9,11 @@ from pathlib import Path
 from leaderboard.config import settings_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCK = re.compile(r"(<!-- settings:begin -->\n).*?(\n<!-- settings:end -->)", re.S)
+BLOCK = re.compile(r"(<!-- settings:begin -->\n).*?(<!-- settings:end -->)", re.S)
 
 
 def render(text: str) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + settings_table() + m.group(2), text)
+    return BLOCK.sub(lambda m: m.group(1) + settings_table() + "\n" + m.group(2), text)
 
 
 if __name__ == "__main__":
