@@ -6,8 +6,9 @@ and algorithm-confusion tokens fail like any bad signature. ``exp`` and ``sub`` 
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import jwt
 
@@ -46,3 +47,81 @@ def mint(settings: Settings, user_id: str, *, ttl: float = 3600.0) -> str:
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
     return jwt.encode(claims, hs256_secret(settings), algorithm="HS256")
+
+
+MAX_USER_ID = 128
+
+
+class Verifier:
+    """Verifies bearer tokens with the configured algorithm and key.
+
+    HS256 uses the shared secret; RS256/ES256 use a PEM public key, or a JWKS URL through
+    PyJWT's ``PyJWKClient`` (keys cached, refetched when a token names an unknown ``kid``, so
+    the issuer can rotate keys). The JWKS fetch is blocking, so it runs in a thread.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.algorithm = settings.jwt_algorithm
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self.leeway = settings.jwt_leeway_s
+        self._key: Any = None
+        self._jwks: jwt.PyJWKClient | None = None
+        if self.algorithm == "HS256":
+            self._key = hs256_secret(settings)
+        elif settings.jwt_public_key:
+            self._key = settings.jwt_public_key
+        else:
+            assert settings.jwt_jwks_url is not None
+            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300)
+        self._options: jwt.types.Options = {"require": ["exp", "sub"]}
+
+    async def user_id(self, token: str) -> str:
+        """The token's ``sub``; :class:`TokenError` for anything else."""
+        key = self._key
+        if self._jwks is not None:
+            try:
+                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+            except jwt.PyJWKClientError as exc:
+                raise TokenError("invalid_token", f"no usable signing key: {exc}") from None
+            except jwt.InvalidTokenError:
+                raise TokenError("invalid_token", "malformed token") from None
+        return self.decode(token, key)
+
+    def decode(self, token: str, key: Any) -> str:
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[self.algorithm],
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway,
+                options=self._options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("token_expired", "the token has expired") from None
+        except jwt.InvalidAlgorithmError:
+            raise TokenError(
+                "invalid_token", f"the token is not signed with {self.algorithm}"
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenError("invalid_token", f"the token has no '{exc.claim}' claim") from None
+        except jwt.InvalidTokenError as exc:
+            raise TokenError("invalid_token", _reason(exc)) from None
+        sub = claims["sub"]
+        if not isinstance(sub, str) or not 0 < len(sub) <= MAX_USER_ID or not sub.isprintable():
+            raise TokenError("invalid_token", "the token's 'sub' is not a valid user id")
+        return sub
+
+
+def _reason(exc: jwt.InvalidTokenError) -> str:
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "bad signature"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "wrong audience"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "wrong issuer"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "the token is not valid yet"
+    return "malformed token"

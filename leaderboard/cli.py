@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument(
         "--ttl", type=float, default=3600.0, help="lifetime in seconds (negative: already expired)"
     )
+    api = sub.add_parser("api", help="run the score API (what its container runs)")
+    api.add_argument("--host", help="address to bind (default: LEADERBOARD_HOST)")
     return parser
 
 
@@ -60,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
-    stack = Stack.from_settings(settings)
+    stack = Stack.from_settings(settings, services=True)
     if args.detach:
         pid = detach(stack)
         print(f"leaderboard stack ready (supervisor pid {pid}); `leaderboard down` stops it")
@@ -76,13 +78,13 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _down(settings: Settings, args: argparse.Namespace) -> int:
-    down(Stack.from_settings(settings), purge=args.purge)
+    down(Stack.from_settings(settings, services=True), purge=args.purge)
     print("leaderboard stack stopped" + (" and its data deleted" if args.purge else ""))
     return 0
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    status = asyncio.run(Stack.from_settings(settings).status())
+    status = asyncio.run(Stack.from_settings(settings, services=True).status())
     if args.json:
         print(json.dumps(status))
     else:
@@ -110,4 +112,11 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"up": _up, "down": _down, "status": _status, "token": _token}
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    from leaderboard.api.server import serve as serve_api  # keeps the other commands light
+
+    serve_api(settings, args.host)
+    return 0
+
+
+_COMMANDS = {"up": _up, "down": _down, "status": _status, "token": _token, "api": _api}

@@ -61,6 +61,39 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(None, description="Redis URL; default: the local stack's Redis.")
 
+    # -- API
+    api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes of the API.")
+    catalog_path: Path | None = Field(
+        None, description="Action catalog (YAML); default: the catalog shipped in the package."
+    )
+    rate_limit: int = Field(10, ge=1, description="Completions allowed per user per window.")
+    rate_window_s: int = Field(60, ge=1, le=86400, description="Rate-limit window, seconds.")
+    max_body_bytes: int = Field(
+        16384, ge=256, le=1 << 20, description="Largest request body accepted (else 413)."
+    )
+    top_cache_ms: int = Field(
+        250,
+        ge=0,
+        le=5000,
+        description="How long an API process reuses the top 10 it read from Redis (0: never); "
+        "its own completions refresh it at once.",
+    )
+    around: int = Field(
+        2, ge=0, le=50, description="Neighbours shown above and below a user in /users/{id}."
+    )
+    redis_prefix: str = Field("", description="Prefix for every Redis key and channel.")
+    redis_timeout_s: float = Field(
+        0.5, gt=0, le=30, description="Redis connect/command timeout; past it, fall back."
+    )
+    db_pool_min: int = Field(4, ge=0, le=200, description="PostgreSQL connections kept open.")
+    db_pool_max: int = Field(20, ge=1, le=500, description="PostgreSQL connections at most.")
+    db_timeout_s: float = Field(
+        3.0, gt=0, le=60, description="Bound on one database call (connect, acquire, query)."
+    )
+    db_startup_timeout_s: float = Field(
+        60.0, gt=0, description="How long a starting API waits for a writable primary."
+    )
+
     # -- JWT (RFC 8725: the algorithm is pinned here, never taken from the token)
     jwt_algorithm: Literal["HS256", "RS256", "ES256"] = Field(
         "HS256", description="The only JWT algorithm accepted."

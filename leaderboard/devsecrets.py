@@ -37,3 +37,7 @@ def jwt_key_path(run_dir: Path) -> Path:
 
 def pg_password_path(run_dir: Path) -> Path:
     return run_dir / "pg-password"
+
+
+def app_password_path(run_dir: Path) -> Path:
+    return run_dir / "pg-app-password"

@@ -25,6 +25,7 @@ import asyncpg
 from leaderboard import devsecrets
 from leaderboard.config import Settings
 from leaderboard.db.migrate import migrate
+from leaderboard.devstack.components import Component
 from leaderboard.devstack.postgres import Member, find_bin_dir
 from leaderboard.devstack.process import OsUser, StackError, wait_for
 from leaderboard.devstack.redis import RedisServer
@@ -62,7 +63,14 @@ class Layout:
 
 
 class Stack:
-    def __init__(self, run_dir: Path, layout: Layout, pg_bin_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        layout: Layout,
+        pg_bin_dir: Path | None = None,
+        *,
+        services: bool = False,
+    ) -> None:
         self.run_dir = run_dir
         self.layout = layout
         self._pg_bin_dir = pg_bin_dir
@@ -79,16 +87,22 @@ class Stack:
             for i in range(layout.pg_members)
         ]
         self.redis = RedisServer(layout.redis_port, run_dir / "redis", host=layout.host)
+        # The platform's own processes; the test harness runs the bare cluster without them.
+        self.components: list[Component] = []
+        if services:
+            self.components.append(
+                Component("api", layout.host, layout.api_port, run_dir, self._service_env())
+            )
 
     # -- construction
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Stack:
+    def from_settings(cls, settings: Settings, *, services: bool = False) -> Stack:
         """The stack described by a running stack's stack.json, else by the settings."""
         run_dir = settings.run_path
         state = read_state(run_dir)
         layout = Layout(**state["layout"]) if state is not None else Layout.from_settings(settings)
-        return cls(run_dir, layout, settings.pg_bin_dir)
+        return cls(run_dir, layout, settings.pg_bin_dir, services=services)
 
     @property
     def state_path(self) -> Path:
@@ -102,7 +116,7 @@ class Stack:
 
     @property
     def app_password(self) -> str:
-        return devsecrets.read_or_create(self.run_dir / "pg-app-password")
+        return devsecrets.read_or_create(devsecrets.app_password_path(self.run_dir))
 
     @property
     def api_url(self) -> str:
@@ -116,6 +130,26 @@ class Stack:
         return member.dsn(
             user=self.layout.pg_user, password=self.app_password, database=self.layout.pg_database
         )
+
+    def services_database_url(self) -> str:
+        """Every member, ``target_session_attrs=read-write``: services follow the primary."""
+        hosts = ",".join(f"{m.host}:{m.port}" for m in self.members)
+        return (
+            f"postgresql://{self.layout.pg_user}:{self.app_password}@{hosts}/"
+            f"{self.layout.pg_database}?target_session_attrs=read-write"
+        )
+
+    def _service_env(self) -> dict[str, str]:
+        env = dict(os.environ)  # the user's LEADERBOARD_* settings reach the services too
+        env.update(
+            LEADERBOARD_RUN_DIR=str(self.run_dir),
+            LEADERBOARD_HOST=self.layout.host,
+            LEADERBOARD_API_PORT=str(self.layout.api_port),
+            LEADERBOARD_WS_PORT=str(self.layout.ws_port),
+            LEADERBOARD_DATABASE_URL=self.services_database_url(),
+            LEADERBOARD_REDIS_URL=self.redis.url,
+        )
+        return env
 
     # -- lifecycle
 
@@ -168,7 +202,21 @@ class Stack:
             wait_for(self.redis.ping, timeout=15, what=f"Redis on port {self.redis.port}"),
         )
         await self._migrate(primary)
+        for component in self.components:
+            component.start()
+        await asyncio.gather(*(self._wait_ready(c) for c in self.components))
         return primary
+
+    async def _wait_ready(self, component: Component) -> None:
+        async def ready() -> bool:
+            if (why := component.exited_early()) is not None:
+                raise StackError(why)
+            return await component.ready()
+
+        try:
+            await wait_for(ready, timeout=60, what=f"the {component.name} to be ready")
+        except StackError as exc:
+            raise StackError(f"{exc}; see {component.log_path}") from None
 
     def _initdb(self, member: Member) -> None:
         pwfile = member.base_dir / "initdb-password"
@@ -237,7 +285,10 @@ class Stack:
             await conn.close()
 
     def stop(self) -> None:
-        """Stop everything: the primary first, so its standbys receive its last WAL."""
+        """Stop everything: services first (they drain), then the primary, so its standbys
+        receive its last WAL, then the standbys and Redis."""
+        for component in reversed(self.components):
+            component.stop()
         members = sorted(self.members, key=lambda m: m.configured_as_standby)
         for member in members:
             member.stop()
@@ -266,6 +317,10 @@ class Stack:
             "database_url": self.database_url(primary) if primary else None,
             "primary": primary.name if primary else None,
             "members": members,
+            "services": [
+                {"name": c.name, "pid": c.pid(), "url": f"http://{c.host}:{c.port}"}
+                for c in self.components
+            ],
         }
 
     def write_state(self, **fields: Any) -> None:

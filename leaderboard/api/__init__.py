@@ -1,0 +1,1 @@
+"""The score API (FastAPI): ``create_app`` builds it, ``leaderboard api`` serves it."""

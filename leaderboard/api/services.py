@@ -1,0 +1,96 @@
+"""What the API holds while it runs: pools, clients, catalog. Opened in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from leaderboard import endpoints
+from leaderboard.auth import Verifier
+from leaderboard.cache.keys import Keys
+from leaderboard.cache.ranking import MAX_SCORE
+from leaderboard.catalog import Catalog, CatalogError, load_catalog, upsert_catalog
+from leaderboard.config import Settings
+from leaderboard.db.migrate import migrate
+from leaderboard.db.pool import Database
+from leaderboard.scoring import Leaderboard
+
+log = logging.getLogger("leaderboard.api")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: Catalog
+    db: Database
+    redis: aioredis.Redis
+    verifier: Verifier
+    leaderboard: Leaderboard
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Services:
+        catalog = load_catalog(settings.catalog_path)
+        if catalog.max_total_points > MAX_SCORE:
+            raise CatalogError(
+                f"the catalog allows {catalog.max_total_points} points per user; the ranking is "
+                f"exact up to {MAX_SCORE}"
+            )
+        dsn = endpoints.database_url(settings)
+        await _prepare_database(dsn, catalog, settings.db_startup_timeout_s)
+        db = await Database.open(
+            dsn,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            timeout=settings.db_timeout_s,
+        )
+        client = aioredis.Redis.from_url(
+            endpoints.redis_url(settings),
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+            max_connections=256,
+        )
+        board = Leaderboard(
+            db,
+            client,
+            Keys(settings.redis_prefix),
+            catalog,
+            rate_limit=settings.rate_limit,
+            rate_window_s=settings.rate_window_s,
+            top_cache_s=settings.top_cache_ms / 1000,
+            around=settings.around,
+        )
+        board.start()
+        return cls(settings, catalog, db, client, Verifier(settings), board)
+
+    async def stop(self) -> None:
+        await self.leaderboard.stop()
+        await self.redis.aclose()
+        await self.db.close()
+
+
+async def _prepare_database(dsn: str, catalog: Catalog, timeout_s: float) -> None:
+    """Wait for a writable primary, then migrate and upsert the catalog (idempotent, locked)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+            break
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"no writable PostgreSQL primary within {timeout_s:.0f} s"
+                ) from exc
+            log.info("waiting for PostgreSQL: %s", exc)
+            await asyncio.sleep(0.5)
+    try:
+        applied = await migrate(conn)
+        if applied:
+            log.info("applied migrations %s", ", ".join(applied))
+        await upsert_catalog(conn, catalog)
+    finally:
+        await conn.close()

@@ -1,0 +1,43 @@
+"""Prometheus metrics of the API. No user ids in labels: only routes, actions, codes.
+
+Each API process exports its own; in Kubernetes run one worker per pod (the chart does) and
+let Prometheus sum over pods.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "leaderboard_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "leaderboard_http_request_duration_seconds",
+    "Time from request to the end of the response",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+COMPLETIONS = Counter("leaderboard_completions_total", "Completions committed", ["action"])
+POINTS = Counter("leaderboard_points_awarded_total", "Points awarded by committed completions")
+REJECTED = Counter(
+    "leaderboard_completions_rejected_total", "Completions refused, by error code", ["code"]
+)
+RATE_LIMITED = Counter(
+    "leaderboard_rate_limited_total", "Requests refused by the rate limit", ["backend"]
+)
+TOP10_CHANGES = Counter("leaderboard_top10_changes_total", "Top-10 membership changes published")
+REDIS_FALLBACKS = Counter(
+    "leaderboard_redis_fallbacks_total",
+    "Operations that fell back because Redis was unreachable",
+    ["operation"],
+)
+REBUILDS = Counter(
+    "leaderboard_ranking_rebuilds_total",
+    "Rebuilds of the Redis ranking from PostgreSQL",
+    ["result"],
+)
+DB_UNAVAILABLE = Counter(
+    "leaderboard_db_unavailable_total", "Requests answered 503 because PostgreSQL was unavailable"
+)
+POOL_SIZE = Gauge("leaderboard_db_pool_connections", "Open PostgreSQL connections in the pool")
+POOL_IDLE = Gauge("leaderboard_db_pool_idle_connections", "Idle PostgreSQL connections")

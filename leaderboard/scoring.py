@@ -1,0 +1,275 @@
+"""The score-update flow and the reads, independent of HTTP.
+
+PostgreSQL is the source of truth; Redis is a fast, rebuildable view of it. Every Redis call is
+guarded: when Redis fails, completions still commit (rank comes back as null), the rate limit
+falls back to this process, reads answer from PostgreSQL, and once Redis answers again the
+ranking is rebuilt from PostgreSQL (one rebuild at a time across all API processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from leaderboard import metrics
+from leaderboard.cache.keys import Keys
+from leaderboard.cache.ranking import NOT_READY, Entry, Ranking, RankingRangeError, UserView
+from leaderboard.cache.ratelimit import Decision, LocalRateLimiter, RedisRateLimiter
+from leaderboard.catalog import Catalog
+from leaderboard.db import scores
+from leaderboard.db.pool import Database, DatabaseUnavailable
+from leaderboard.errors import AppError, unavailable
+
+log = logging.getLogger("leaderboard.scoring")
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+
+_REBUILD_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, DatabaseUnavailable)
+
+
+class RedisBreaker:
+    """After a Redis failure, skip Redis for ``cooldown_s`` instead of paying a timeout on
+    every request; then try again."""
+
+    def __init__(self, cooldown_s: float = 1.0) -> None:
+        self.cooldown_s = cooldown_s
+        self._open_until = 0.0
+
+    def usable(self) -> bool:
+        return time.monotonic() >= self._open_until
+
+    def failed(self) -> None:
+        self._open_until = time.monotonic() + self.cooldown_s
+
+
+@dataclass(frozen=True)
+class Completed:
+    user_id: str
+    action_id: str
+    points: int
+    score: int
+    rank: int | None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "userId": self.user_id,
+            "actionId": self.action_id,
+            "pointsAwarded": self.points,
+            "score": self.score,
+            "rank": self.rank,
+        }
+
+
+class Leaderboard:
+    def __init__(
+        self,
+        db: Database,
+        client: aioredis.Redis,
+        keys: Keys,
+        catalog: Catalog,
+        *,
+        rate_limit: int,
+        rate_window_s: int,
+        top_cache_s: float,
+        around: int,
+    ) -> None:
+        self.db = db
+        self.client = client
+        self.catalog = catalog
+        self.ranking = Ranking(client, keys)
+        self.limiter = RedisRateLimiter(client, keys, rate_limit, rate_window_s)
+        self.local_limiter = LocalRateLimiter(rate_limit, rate_window_s)
+        self.breaker = RedisBreaker()
+        self.top_cache_s = top_cache_s
+        self.around = around
+        self._top_cache: tuple[float, list[Entry]] | None = None
+        self._rebuild: asyncio.Task[None] | None = None
+        self._recover: asyncio.Task[None] | None = None
+        # A completion committed while Redis was unreachable: the ranking misses it.
+        self._ranking_stale = False
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        self._recover = asyncio.create_task(self._recover_loop(), name="ranking-recover")
+        self.schedule_rebuild()
+
+    async def stop(self) -> None:
+        for task in (self._recover, self._rebuild):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # -- redis guard
+
+    def _redis_failed(self, operation: str, exc: BaseException) -> None:
+        if self.breaker.usable():
+            log.warning("redis unavailable during %s: %s", operation, exc)
+        self.breaker.failed()
+        metrics.REDIS_FALLBACKS.labels(operation).inc()
+
+    # -- the write path
+
+    async def rate_limit(self, user_id: str) -> Decision:
+        if self.breaker.usable():
+            try:
+                decision = await self.limiter.hit(user_id)
+                backend = "redis"
+            except REDIS_ERRORS as exc:
+                self._redis_failed("ratelimit", exc)
+                decision, backend = self.local_limiter.hit(user_id), "local"
+        else:
+            metrics.REDIS_FALLBACKS.labels("ratelimit").inc()
+            decision, backend = self.local_limiter.hit(user_id), "local"
+        if not decision.admitted:
+            metrics.RATE_LIMITED.labels(backend).inc()
+        return decision
+
+    async def complete(
+        self, user_id: str, action_id: str, data: dict[str, Any], request_id: str
+    ) -> Completed:
+        action = self.catalog.get(action_id)
+        if action is None:
+            raise _rejected(400, "unknown_action", f"there is no action {action_id!r}")
+        problem = action.check_data(data)
+        if problem is not None:
+            raise _rejected(400, "invalid_action_data", problem)
+        try:
+            result = await scores.award(
+                self.db, user_id, action_id, orjson.dumps(data).decode(), request_id
+            )
+        except DatabaseUnavailable as exc:
+            metrics.DB_UNAVAILABLE.inc()
+            raise unavailable("the database") from exc
+        if not result.known_action:  # in our catalog file but not active in the database
+            raise _rejected(400, "unknown_action", f"there is no action {action_id!r}")
+        if result.awarded is None:
+            raise _rejected(
+                400, "already_completed", f"user {user_id!r} already completed {action_id!r}"
+            )
+        assert result.score is not None and result.reached_seq is not None
+        metrics.COMPLETIONS.labels(action_id).inc()
+        metrics.POINTS.inc(result.awarded)
+        rank = await self._record(user_id, result.score, result.reached_seq)
+        return Completed(user_id, action_id, result.awarded, result.score, rank)
+
+    async def _record(self, user_id: str, score: int, reached_seq: int) -> int | None:
+        """Update the Redis ranking after the commit; the rank, or None if Redis cannot tell."""
+        if not self.breaker.usable():
+            self._ranking_stale = True
+            metrics.REDIS_FALLBACKS.labels("record").inc()
+            return None
+        try:
+            recorded = await self.ranking.record(user_id, score, reached_seq)
+        except REDIS_ERRORS as exc:
+            self._ranking_stale = True
+            self._redis_failed("record", exc)
+            return None
+        except RankingRangeError:
+            log.error("score %d of %r is outside the exact ranking range", score, user_id)
+            return None
+        if recorded.published_seq is not None:
+            metrics.TOP10_CHANGES.inc()
+        if recorded.rank is not None and recorded.rank <= 10:
+            self._top_cache = None  # read-your-writes for this process's own clients
+        if not recorded.ranking_ready:
+            self.schedule_rebuild()
+            return None  # a rank from an incomplete sorted set would be wrong
+        return recorded.rank
+
+    # -- reads
+
+    async def top(self) -> list[Entry]:
+        cached = self._top_cache
+        if cached is not None and time.monotonic() - cached[0] < self.top_cache_s:
+            return cached[1]
+        if self.breaker.usable():
+            try:
+                top = await self.ranking.top()
+            except REDIS_ERRORS as exc:
+                self._redis_failed("top", exc)
+            else:
+                if top is not None:
+                    self._top_cache = (time.monotonic(), top)
+                    return top
+                self.schedule_rebuild()
+        else:
+            metrics.REDIS_FALLBACKS.labels("top").inc()
+        try:
+            return await scores.top(self.db)
+        except DatabaseUnavailable as exc:
+            metrics.DB_UNAVAILABLE.inc()
+            raise unavailable("the leaderboard") from exc
+
+    async def user(self, user_id: str) -> UserView:
+        view: UserView | object | None = NOT_READY
+        if self.breaker.usable():
+            try:
+                view = await self.ranking.user(user_id, self.around)
+            except REDIS_ERRORS as exc:
+                self._redis_failed("user", exc)
+            if view is NOT_READY:
+                self.schedule_rebuild()
+        if view is NOT_READY:
+            try:
+                view = await scores.user_view(self.db, user_id, self.around)
+            except DatabaseUnavailable as exc:
+                metrics.DB_UNAVAILABLE.inc()
+                raise unavailable("the leaderboard") from exc
+        if view is None:
+            raise AppError(404, "unknown_user", f"user {user_id!r} has no score yet")
+        assert isinstance(view, UserView)
+        return view
+
+    # -- keeping Redis in step with PostgreSQL
+
+    def schedule_rebuild(self) -> None:
+        if self._rebuild is None or self._rebuild.done():
+            self._rebuild = asyncio.create_task(self._rebuild_once(), name="ranking-rebuild")
+
+    async def _rebuild_once(self) -> None:
+        try:
+            if await self.client.hget(self.ranking.keys.top10, "ranking") == b"ready":
+                return
+            done = await self.ranking.rebuild(scores.all_scores(self.db))
+        except _REBUILD_ERRORS as exc:
+            log.warning("ranking rebuild failed: %s", exc)
+            metrics.REBUILDS.labels("failed").inc()
+            self._ranking_stale = True  # try again once both are back
+            return
+        metrics.REBUILDS.labels("done" if done else "elsewhere").inc()
+        if done:
+            log.info("ranking rebuilt from PostgreSQL")
+
+    async def _recover_loop(self, interval_s: float = 1.0) -> None:
+        """Once Redis answers again after completions it missed, rebuild the ranking."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self._ranking_stale:
+                continue
+            try:
+                await self.client.ping()
+                self._ranking_stale = False
+                await self.ranking.invalidate()  # reads use PostgreSQL until the rebuild ends
+            except REDIS_ERRORS:
+                self._ranking_stale = True
+                continue
+            self.schedule_rebuild()
+
+
+def _rejected(status: int, code: str, message: str) -> AppError:
+    metrics.REJECTED.labels(code).inc()
+    return AppError(status, code, message)
