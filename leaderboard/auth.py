@@ -73,7 +73,13 @@ class Verifier:
             self._key = settings.jwt_public_key
         else:
             assert settings.jwt_jwks_url is not None
-            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300)
+            self._jwks = jwt.PyJWKClient(
+                settings.jwt_jwks_url,
+                cache_keys=True,
+                lifespan=300,
+                timeout=3,
+                cooldown_duration=settings.jwt_jwks_cooldown_s,
+            )
         self._options: jwt.types.Options = {"require": ["exp", "sub"]}
 
     async def user_id(self, token: str) -> str:

@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     )
     jwt_public_key: str | None = Field(None, description="PEM public key for RS256/ES256.")
     jwt_jwks_url: str | None = Field(None, description="JWKS URL for RS256/ES256 (keys rotate).")
+    jwt_jwks_cooldown_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="Least time between two JWKS refetches caused by an unknown `kid` "
+        "(a rotated-in key is found within it; forged kids cannot hammer the issuer).",
+    )
     jwt_issuer: str | None = Field(None, description="Required `iss` claim, if set.")
     jwt_audience: str | None = Field(None, description="Required `aud` claim, if set.")
     jwt_leeway_s: float = Field(
@@ -117,6 +124,9 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}JWT_ALGORITHM={self.jwt_algorithm} needs "
                 f"{ENV_PREFIX}JWT_PUBLIC_KEY or {ENV_PREFIX}JWT_JWKS_URL"
             )
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
+        if secret is not None and len(secret.encode()) < 32:  # RFC 7518 3.2: key >= hash size
+            raise ValueError(f"{ENV_PREFIX}JWT_SECRET must be at least 32 bytes")
         if self.env == "prod" and self.jwt_algorithm == "HS256" and self.jwt_secret is None:
             raise ValueError(f"{ENV_PREFIX}JWT_SECRET is required when {ENV_PREFIX}ENV=prod")
         return self
