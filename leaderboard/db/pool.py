@@ -32,6 +32,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.TooManyConnectionsError,
     asyncpg.QueryCanceledError,
+    asyncpg.TargetServerAttributeNotMatched,  # no host of the DSN is a writable primary
 )
 # The server answers but is not (or no longer) the primary: our connections are stale.
 _NOT_PRIMARY: tuple[type[BaseException], ...] = (

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import jwt
 import pytest
 
@@ -32,7 +33,9 @@ def _status(env: dict[str, str]) -> dict[str, Any]:
 
 def _processes_and_ports(status: dict[str, Any], env: dict[str, str]) -> tuple[list[int], set[int]]:
     pids = [m["pid"] for m in status["members"]] + [status["redis_pid"], status["supervisor_pid"]]
+    pids += [svc["pid"] for svc in status["services"]]
     ports = {m["port"] for m in status["members"]} | {int(env["LEADERBOARD_REDIS_PORT"])}
+    ports |= {int(env["LEADERBOARD_API_PORT"])}
     return pids, ports
 
 
@@ -66,6 +69,18 @@ def test_up_detach_status_down_and_purge(run_dir: Path) -> None:
     assert all(pid_exists(m["pid"]) for m in status["members"])
     assert status["database_url"].endswith(f"@127.0.0.1:{pg_port}/leaderboard")
     assert status["redis_url"] == f"redis://127.0.0.1:{env['LEADERBOARD_REDIS_PORT']}/0"
+
+    # The API runs in the stack and takes a completion signed with the dev key.
+    assert [svc["name"] for svc in status["services"]] == ["api"]
+    token = cli("token", "newcomer", env=env).stdout.strip()
+    done_http = httpx.post(
+        status["api_url"] + "/api/action/complete",
+        json={"actionId": "verify-email"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert done_http.status_code == 200, done_http.text
+    assert done_http.json()["rank"] == 1
 
     # Data survives a stop and a start: `down` without --purge keeps it.
     url = status["database_url"]
