@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -12,15 +13,17 @@ from leaderboard.api import errors
 from leaderboard.api.middleware import MetricsMiddleware
 from leaderboard.api.routes import actions, health, leaderboard
 from leaderboard.api.services import Services
+from leaderboard.catalog import Catalog, load_catalog
 from leaderboard.config import Settings, load_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    catalog = load_catalog(settings.catalog_path)  # a broken catalog stops us here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = await Services.start(settings)
+        app.state.services = await Services.start(settings, catalog)
         try:
             yield
         finally:
@@ -36,4 +39,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     for module in (actions, leaderboard, health):
         app.include_router(module.router)
+    _document_catalog(app, catalog)
     return app
+
+
+_ERROR_400 = {
+    "description": "Invalid request",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+}
+
+
+def _document_catalog(app: FastAPI, catalog: Catalog) -> None:
+    """Publish the exact request contract in OpenAPI: one alternative per catalog action,
+    with that action's own ``data`` schema, so clients and fuzzers know what is valid."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            body = schema["paths"]["/api/action/complete"]["post"]["requestBody"]
+            body["content"]["application/json"]["schema"] = actions.request_schema(catalog)
+            for path in schema["paths"].values():
+                for operation in path.values():
+                    # Validation failures are answered 400 in the error format, never 422.
+                    if operation["responses"].pop("422", None) is not None:
+                        operation["responses"]["400"] = _ERROR_400
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema["components"]["schemas"].pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

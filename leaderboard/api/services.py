@@ -14,7 +14,7 @@ from leaderboard import endpoints
 from leaderboard.auth import Verifier
 from leaderboard.cache.keys import Keys
 from leaderboard.cache.ranking import MAX_SCORE
-from leaderboard.catalog import Catalog, CatalogError, load_catalog, upsert_catalog
+from leaderboard.catalog import Catalog, CatalogError, upsert_catalog
 from leaderboard.config import Settings
 from leaderboard.db.migrate import migrate
 from leaderboard.db.pool import Database
@@ -33,8 +33,7 @@ class Services:
     leaderboard: Leaderboard
 
     @classmethod
-    async def start(cls, settings: Settings) -> Services:
-        catalog = load_catalog(settings.catalog_path)
+    async def start(cls, settings: Settings, catalog: Catalog) -> Services:
         if catalog.max_total_points > MAX_SCORE:
             raise CatalogError(
                 f"the catalog allows {catalog.max_total_points} points per user; the ranking is "

@@ -87,5 +87,8 @@ async def test_the_openapi_schema_documents_the_contract(api: Api) -> None:
     schema = (await api.client.get("/openapi.json")).json()
     complete = schema["paths"]["/api/action/complete"]["post"]
     body = complete["requestBody"]["content"]["application/json"]["schema"]
-    assert body["required"] == ["actionId"]
+    by_action = {alt["properties"]["actionId"]["const"]: alt for alt in body["oneOf"]}
+    assert by_action.keys() == api.services.catalog.actions.keys()
+    assert by_action["verify-email"]["properties"]["data"]["maxProperties"] == 0
+    assert by_action["quiz-basics"]["properties"]["data"]["required"] == ["correct"]
     assert {"200", "400", "401", "413", "429", "503"} <= complete["responses"].keys()

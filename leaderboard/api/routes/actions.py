@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -19,6 +19,7 @@ from leaderboard.api.schemas import (
     CompleteActionResponse,
     errors,
 )
+from leaderboard.catalog import Catalog
 from leaderboard.errors import AppError, invalid_request
 
 router = APIRouter()
@@ -36,6 +37,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise _too_large(limit)
     return bytes(body)
+
+
+def request_schema(catalog: Catalog) -> dict[str, Any]:
+    """The body schema: one alternative per action, each with its own ``data`` schema."""
+    alternatives = []
+    for action in catalog.actions.values():
+        data = action.data_schema or {"type": "object", "maxProperties": 0}
+        alternatives.append(
+            {
+                "type": "object",
+                "title": action.id,
+                "required": ["actionId", "data"] if action.data_schema else ["actionId"],
+                "properties": {"actionId": {"type": "string", "const": action.id}, "data": data},
+            }
+        )
+    return {"oneOf": alternatives}
 
 
 def _too_large(limit: int) -> AppError:
