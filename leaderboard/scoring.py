@@ -21,6 +21,7 @@ import redis.exceptions
 
 from leaderboard import metrics
 from leaderboard.cache.keys import Keys
+from leaderboard.cache.pipe import RedisPipe
 from leaderboard.cache.ranking import NOT_READY, Entry, Ranking, RankingRangeError, UserView
 from leaderboard.cache.ratelimit import Decision, LocalRateLimiter, RedisRateLimiter
 from leaderboard.catalog import Catalog
@@ -77,6 +78,7 @@ class Leaderboard:
         self,
         db: Database,
         client: aioredis.Redis,
+        pipe: RedisPipe,
         keys: Keys,
         catalog: Catalog,
         *,
@@ -88,8 +90,8 @@ class Leaderboard:
         self.db = db
         self.client = client
         self.catalog = catalog
-        self.ranking = Ranking(client, keys)
-        self.limiter = RedisRateLimiter(client, keys, rate_limit, rate_window_s)
+        self.ranking = Ranking(client, keys, pipe.script)
+        self.limiter = RedisRateLimiter(pipe.script, keys, rate_limit, rate_window_s)
         self.local_limiter = LocalRateLimiter(rate_limit, rate_window_s)
         self.breaker = RedisBreaker()
         self.top_cache_s = top_cache_s

@@ -3,13 +3,15 @@ started by the tests in a temporary folder on free ports, and always torn down."
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import uvloop
 
 from leaderboard.devstack.stack import Stack
 from tests.support import test_settings
@@ -45,3 +47,10 @@ async def stack() -> AsyncIterator[Stack]:
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests run on uvloop, as the services do in production (its transports differ)."""
+    return {"uvloop": uvloop.new_event_loop}

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from leaderboard import endpoints
 from leaderboard.auth import Verifier
 from leaderboard.cache.keys import Keys
+from leaderboard.cache.pipe import RedisPipe
 from leaderboard.cache.ranking import MAX_SCORE
 from leaderboard.catalog import Catalog, CatalogError, upsert_catalog
 from leaderboard.config import Settings
@@ -29,6 +30,7 @@ class Services:
     catalog: Catalog
     db: Database
     redis: aioredis.Redis
+    pipe: RedisPipe
     verifier: Verifier
     leaderboard: Leaderboard
 
@@ -53,9 +55,11 @@ class Services:
             socket_connect_timeout=settings.redis_timeout_s,
             max_connections=256,
         )
+        pipe = RedisPipe(endpoints.redis_url(settings), timeout=settings.redis_timeout_s)
         board = Leaderboard(
             db,
             client,
+            pipe,
             Keys(settings.redis_prefix),
             catalog,
             rate_limit=settings.rate_limit,
@@ -64,10 +68,11 @@ class Services:
             around=settings.around,
         )
         board.start()
-        return cls(settings, catalog, db, client, Verifier(settings), board)
+        return cls(settings, catalog, db, client, pipe, Verifier(settings), board)
 
     async def stop(self) -> None:
         await self.leaderboard.stop()
+        await self.pipe.close()
         await self.redis.aclose()
         await self.db.close()
 

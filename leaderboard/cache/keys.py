@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Script(Protocol):
+    """A Lua script bound to a connection: redis-py's ``AsyncScript`` or a ``PipeScript``."""
+
+    def __call__(self, keys: Sequence[Any] = ..., args: Sequence[Any] = ...) -> Awaitable[Any]: ...
+
+
+ScriptFactory = Callable[[str], Script]
 
 
 @dataclass(frozen=True)

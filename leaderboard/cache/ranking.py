@@ -25,7 +25,7 @@ from typing import Any, TypedDict
 
 import redis.asyncio as aioredis
 
-from leaderboard.cache.keys import Keys
+from leaderboard.cache.keys import Keys, ScriptFactory
 
 SCORE_BITS = 20
 SEQ_BITS = 33
@@ -150,12 +150,18 @@ def _text(value: bytes | str) -> str:
 
 
 class Ranking:
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    """``client`` (redis-py) serves the rare operations; ``scripts`` makes the hot-path
+    scripts (by default redis-py's, in the API a :class:`~leaderboard.cache.pipe.RedisPipe`)."""
+
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys, scripts: ScriptFactory | None = None
+    ) -> None:
         self.client = client
         self.keys = keys
-        self._update = client.register_script(_UPDATE)
-        self._top = client.register_script(_TOP)
-        self._user = client.register_script(_USER)
+        make = scripts or client.register_script
+        self._update = make(_UPDATE)
+        self._top = make(_TOP)
+        self._user = make(_USER)
         self._unlock = client.register_script(_UNLOCK)
 
     async def record(self, user_id: str, score: int, reached_seq: int) -> Recorded:

@@ -17,9 +17,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
-from leaderboard.cache.keys import Keys
+from leaderboard.cache.keys import Keys, ScriptFactory
 
 # KEYS: log.  ARGV: limit, window ms, unique member.  Returns {admitted 0/1, remaining, reset ms}.
 _SLIDING_LOG = """
@@ -60,11 +58,11 @@ class Decision:
 
 
 class RedisRateLimiter:
-    def __init__(self, client: aioredis.Redis, keys: Keys, limit: int, window_s: int) -> None:
+    def __init__(self, scripts: ScriptFactory, keys: Keys, limit: int, window_s: int) -> None:
         self.keys = keys
         self.limit = limit
         self.window_ms = window_s * 1000
-        self._script = client.register_script(_SLIDING_LOG)
+        self._script = scripts(_SLIDING_LOG)
 
     async def hit(self, user_id: str) -> Decision:
         admitted, remaining, reset_ms = await self._script(
