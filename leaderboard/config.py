@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         0.5, gt=0, le=30, description="Redis connect/command timeout; past it, fall back."
     )
     db_pool_min: int = Field(4, ge=0, le=200, description="PostgreSQL connections kept open.")
-    db_pool_max: int = Field(20, ge=1, le=500, description="PostgreSQL connections at most.")
+    db_pool_max: int = Field(32, ge=1, le=500, description="PostgreSQL connections at most.")
     db_timeout_s: float = Field(
         3.0, gt=0, le=60, description="Bound on one database call (connect, acquire, query)."
     )

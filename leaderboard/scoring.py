@@ -96,7 +96,8 @@ class Leaderboard:
         self.breaker = RedisBreaker()
         self.top_cache_s = top_cache_s
         self.around = around
-        self._top_cache: tuple[float, list[Entry]] | None = None
+        # (read at, top 10, its JSON response body) from Redis; reused for top_cache_s.
+        self._top_cache: tuple[float, list[Entry], bytes] | None = None
         self._rebuild: asyncio.Task[None] | None = None
         self._recover: asyncio.Task[None] | None = None
         # A completion committed while Redis was unreachable: the ranking misses it.
@@ -195,9 +196,16 @@ class Leaderboard:
     # -- reads
 
     async def top(self) -> list[Entry]:
+        return (await self._top())[0]
+
+    async def top_body(self) -> bytes:
+        """``{"top": [...]}`` serialised, reused with the cached top 10."""
+        return (await self._top())[1]
+
+    async def _top(self) -> tuple[list[Entry], bytes]:
         cached = self._top_cache
         if cached is not None and time.monotonic() - cached[0] < self.top_cache_s:
-            return cached[1]
+            return cached[1], cached[2]
         if self.breaker.usable():
             try:
                 top = await self.ranking.top()
@@ -205,16 +213,18 @@ class Leaderboard:
                 self._redis_failed("top", exc)
             else:
                 if top is not None:
-                    self._top_cache = (time.monotonic(), top)
-                    return top
+                    body = orjson.dumps({"top": top})
+                    self._top_cache = (time.monotonic(), top, body)
+                    return top, body
                 self.schedule_rebuild()
         else:
             metrics.REDIS_FALLBACKS.labels("top").inc()
         try:
-            return await scores.top(self.db)
+            top = await scores.top(self.db)
         except DatabaseUnavailable as exc:
             metrics.DB_UNAVAILABLE.inc()
             raise unavailable("the leaderboard") from exc
+        return top, orjson.dumps({"top": top})
 
     async def user(self, user_id: str) -> UserView:
         view: UserView | object | None = NOT_READY

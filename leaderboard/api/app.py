@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from leaderboard import __version__
 from leaderboard.api import errors
+from leaderboard.api.fastpath import FastPaths
 from leaderboard.api.middleware import MetricsMiddleware
 from leaderboard.api.routes import actions, health, leaderboard
 from leaderboard.api.services import Services
@@ -36,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(FastPaths)
+    app.add_middleware(MetricsMiddleware)  # added last: outermost, so it times the fast path
     for module in (actions, leaderboard, health):
         app.include_router(module.router)
     _document_catalog(app, catalog)

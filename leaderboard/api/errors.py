@@ -17,10 +17,14 @@ log = logging.getLogger("leaderboard.api")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
+def error_body(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
+    body = error_body(code, message)
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leaderboard import metrics
@@ -14,6 +15,9 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # prometheus_client's labels() takes a lock and builds a key on every call: keep the
+        # children per (route, method, status); routes are templates, so this stays small.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -31,8 +35,14 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_observe)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            metrics.HTTP_REQUESTS.labels(path, method, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(path, method).observe(time.perf_counter() - started)
+            path = getattr(scope.get("route"), "path", "unmatched")
+            key = (path, scope["method"], status)
+            children = self._children.get(key)
+            if children is None:
+                children = (
+                    metrics.HTTP_REQUESTS.labels(path, key[1], str(status)),
+                    metrics.HTTP_LATENCY.labels(path, key[1]),
+                )
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)

@@ -11,6 +11,7 @@ the product chose (completions keep working; PostgreSQL still allows each action
 
 from __future__ import annotations
 
+import itertools
 import math
 import secrets
 import time
@@ -63,11 +64,14 @@ class RedisRateLimiter:
         self.limit = limit
         self.window_ms = window_s * 1000
         self._script = scripts(_SLIDING_LOG)
+        # Log members must be unique within a millisecond: a per-process prefix and a counter.
+        prefix = secrets.token_hex(4)
+        self._ids = (f"{prefix}{n:x}" for n in itertools.count())
 
     async def hit(self, user_id: str) -> Decision:
         admitted, remaining, reset_ms = await self._script(
             keys=[self.keys.ratelimit(user_id)],
-            args=[self.limit, self.window_ms, secrets.token_hex(4)],
+            args=[self.limit, self.window_ms, next(self._ids)],
         )
         return Decision(bool(admitted), self.limit, int(remaining), math.ceil(int(reset_ms) / 1000))
 

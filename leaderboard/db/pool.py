@@ -42,6 +42,11 @@ _NOT_PRIMARY: tuple[type[BaseException], ...] = (
 )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query on release (a round trip per request): the API never
+    changes session state (no SET, LISTEN, advisory locks or cursors on pooled connections)."""
+
+
 class DatabaseUnavailable(Exception):
     pass
 
@@ -60,6 +65,7 @@ class Database:
             timeout=timeout,  # connect
             command_timeout=timeout,
             max_inactive_connection_lifetime=120,
+            reset=_keep_session,
             server_settings={"application_name": "leaderboard-api"},
         )
         return cls(pool, timeout)

@@ -1,0 +1,99 @@
+"""POST /api/action/complete: the flow, in the contract's order, independent of the framework.
+
+1. JWT (401) -> 2. rate limit (429) -> 3. body size (413) and shape (400) -> 4. catalog and
+data (400) -> 5. the award transaction (400 already_completed, 503) -> 6. the ranking update.
+
+Served by :mod:`leaderboard.api.fastpath`; the FastAPI route of the same path (which documents
+it in OpenAPI) calls the same :func:`complete_action`, so there is one implementation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import orjson
+from pydantic import ValidationError
+
+from leaderboard.api.errors import describe_validation, error_body
+from leaderboard.api.schemas import CompleteActionRequest
+from leaderboard.api.services import Services
+from leaderboard.auth import TokenError
+from leaderboard.errors import AppError, invalid_request
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Request ids: unique per process (random prefix) and cheap (a counter, no syscall per request).
+_ID_PREFIX = f"{os.getpid():x}{secrets.token_hex(3)}"
+_ID_COUNTER = itertools.count(1)
+
+BodyReader = Callable[[int], Awaitable[bytes]]
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _too_large(limit: int) -> AppError:
+    return AppError(413, "payload_too_large", f"the request body exceeds {limit} bytes")
+
+
+async def _authenticate(svc: Services, authorization: str | None) -> str:
+    if not authorization:
+        raise AppError(401, "missing_token", "an Authorization: Bearer <token> header is required")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AppError(401, "invalid_token", "expected Authorization: Bearer <token>")
+    try:
+        return await svc.verifier.user_id(token)
+    except TokenError as exc:
+        raise AppError(
+            401, exc.code, exc.message, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        ) from None
+
+
+async def complete_action(
+    svc: Services,
+    *,
+    authorization: str | None,
+    content_length: str | None,
+    request_id: str | None,
+    read_body: BodyReader,
+) -> Reply:
+    headers: dict[str, str] = {}
+    try:
+        user_id = await _authenticate(svc, authorization)
+        decision = await svc.leaderboard.rate_limit(user_id)
+        headers = decision.headers(svc.settings.rate_window_s)
+        if not decision.admitted:
+            raise AppError(
+                429,
+                "rate_limited",
+                f"at most {decision.limit} completions per {svc.settings.rate_window_s} s; "
+                f"retry in {headers['Retry-After']} s",
+            )
+        if request_id is None or not _REQUEST_ID.match(request_id):
+            request_id = f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
+        headers["X-Request-ID"] = request_id
+        limit = svc.settings.max_body_bytes
+        if content_length is not None:
+            if not content_length.isdigit():
+                raise invalid_request("bad Content-Length")
+            if int(content_length) > limit:
+                raise _too_large(limit)
+        body = await read_body(limit)
+        try:
+            payload = CompleteActionRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise invalid_request(describe_validation(list(exc.errors()))) from None
+        done = await svc.leaderboard.complete(user_id, payload.actionId, payload.data, request_id)
+    except AppError as exc:
+        return Reply(exc.status, error_body(exc.code, exc.message), {**headers, **exc.headers})
+    return Reply(200, orjson.dumps(done.public()), headers)
