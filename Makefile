@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint types pytest clean docs
+.PHONY: help install run test lint types pytest clean docs bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -40,3 +40,7 @@ clean: ## remove the virtualenv and caches (not the local stack's data: `leaderb
 
 docs: install ## regenerate the generated parts of README.md (settings table)
 	$(BIN)/python scripts/readme.py
+
+bench: install ## measure the API's hot paths against pgbench and a bare endpoint; updates README
+	@command -v wrk >/dev/null || ./scripts/system-deps.sh wrk
+	$(BIN)/python bench/api_bench.py --write-readme

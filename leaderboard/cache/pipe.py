@@ -9,6 +9,9 @@ hiredis's (the parser redis-py itself uses). The rest of the code (pub/sub, rebu
 keeps using redis-py; errors raised here are redis-py's exception classes, so callers handle
 both the same way.
 
+Commands issued during one turn of the event loop are written together (automatic
+pipelining): under load, one send() carries the commands of many requests.
+
 Timeouts: a watchdog looks at the oldest outstanding command. Replies are ordered, so if the
 oldest is overdue the connection is stuck: every waiter fails with ``TimeoutError`` and the
 connection is dropped; the next command reconnects.
@@ -74,6 +77,7 @@ class RedisPipe:
         self.timeout = timeout
         self._transport: asyncio.Transport | None = None
         self._waiters: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self._outgoing: list[bytes] = []
         self._connecting: asyncio.Lock | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -83,11 +87,19 @@ class RedisPipe:
         return await self._send(args)
 
     def _send(self, args: Sequence[Arg]) -> asyncio.Future[Any]:
-        assert self._transport is not None
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._waiters.append((future, time.monotonic()))
-        self._transport.write(hiredis.pack_command(tuple(args)))  # type: ignore[arg-type]
+        # Commands issued during one turn of the event loop leave in one write (one syscall).
+        if not self._outgoing:
+            loop.call_soon(self._flush)
+        self._outgoing.append(hiredis.pack_command(tuple(args)))  # type: ignore[arg-type]
         return future
+
+    def _flush(self) -> None:
+        data, self._outgoing = b"".join(self._outgoing), []
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
     async def _connect(self) -> None:
         if self._connecting is None:
@@ -119,6 +131,7 @@ class RedisPipe:
 
     def _lost(self, error: Exception) -> None:
         self._transport = None
+        self._outgoing = []
         while self._waiters:
             future, _ = self._waiters.popleft()
             if not future.done():

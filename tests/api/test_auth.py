@@ -217,3 +217,18 @@ async def test_es256_through_a_jwks_url_follows_key_rotation(
     forged = jwt.encode(_claims(), stranger, "ES256", headers={"kid": "k1"})
     with pytest.raises(TokenError):
         await verifier.user_id(forged)
+
+
+async def test_a_cached_token_still_expires_on_time() -> None:
+    verifier = Verifier(Settings(jwt_secret=SECRET, jwt_leeway_s=0))
+    token = jwt.encode({"sub": "carol", "exp": time.time() + 1.5}, SECRET, "HS256")
+    assert await verifier.user_id(token) == "carol"
+    assert await verifier.user_id(token) == "carol"  # from the cache
+    assert verifier._verified[token][1] <= time.time() + 1.5
+
+    verifier._verified[token] = ("carol", time.time() - 1)  # as if its expiry had passed
+    stale = jwt.encode({"sub": "carol", "exp": int(time.time()) - 5}, SECRET, "HS256")
+    verifier._verified[stale] = ("carol", time.time() - 1)
+    with pytest.raises(TokenError) as err:
+        await verifier.user_id(stale)
+    assert err.value.code == "token_expired"
