@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     api = sub.add_parser("api", help="run the score API (what its container runs)")
     api.add_argument("--host", help="address to bind (default: LEADERBOARD_HOST)")
+    sub.add_parser("broadcaster", help="run the WebSocket broadcaster (what its container runs)")
     return parser
 
 
@@ -119,4 +120,18 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"up": _up, "down": _down, "status": _status, "token": _token, "api": _api}
+def _broadcaster(settings: Settings, args: argparse.Namespace) -> int:
+    from leaderboard.broadcaster.server import serve as serve_broadcaster
+
+    serve_broadcaster(settings)
+    return 0
+
+
+_COMMANDS = {
+    "up": _up,
+    "down": _down,
+    "status": _status,
+    "token": _token,
+    "api": _api,
+    "broadcaster": _broadcaster,
+}

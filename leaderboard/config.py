@@ -94,6 +94,30 @@ class Settings(BaseSettings):
         60.0, gt=0, description="How long a starting API waits for a writable primary."
     )
 
+    # -- broadcaster
+    ws_allow_anonymous: bool | None = Field(
+        None,
+        description="Accept WebSocket viewers without a token; default: yes in dev, no in prod.",
+    )
+    ws_max_connections: int = Field(
+        20000, ge=1, description="WebSocket connections per broadcaster; more are closed (1013)."
+    )
+    ws_ping_interval_s: float = Field(
+        20.0, gt=0, le=600, description="Heartbeat ping interval to each WebSocket client."
+    )
+    ws_ping_timeout_s: float = Field(
+        20.0, gt=0, le=600, description="A client silent this long after a ping is dropped."
+    )
+    ws_slow_client_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="A client that stays unwritable this long is closed (code 4008).",
+    )
+    ws_drain_s: float = Field(
+        10.0, gt=0, le=300, description="On SIGTERM, how long clients get to close (1001)."
+    )
+
     # -- JWT (RFC 8725: the algorithm is pinned here, never taken from the token)
     jwt_algorithm: Literal["HS256", "RS256", "ES256"] = Field(
         "HS256", description="The only JWT algorithm accepted."
@@ -130,6 +154,10 @@ class Settings(BaseSettings):
         if self.env == "prod" and self.jwt_algorithm == "HS256" and self.jwt_secret is None:
             raise ValueError(f"{ENV_PREFIX}JWT_SECRET is required when {ENV_PREFIX}ENV=prod")
         return self
+
+    @property
+    def anonymous_viewers(self) -> bool:
+        return self.env == "dev" if self.ws_allow_anonymous is None else self.ws_allow_anonymous
 
     @cached_property
     def run_path(self) -> Path:

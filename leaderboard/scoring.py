@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from leaderboard import metrics
+from leaderboard.cache.errors import REDIS_ERRORS
 from leaderboard.cache.keys import Keys
 from leaderboard.cache.pipe import RedisPipe
 from leaderboard.cache.ranking import NOT_READY, Entry, Ranking, RankingRangeError, UserView
@@ -31,11 +31,6 @@ from leaderboard.errors import AppError, unavailable
 
 log = logging.getLogger("leaderboard.scoring")
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    OSError,
-)
 
 _REBUILD_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, DatabaseUnavailable)
 

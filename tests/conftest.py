@@ -14,7 +14,10 @@ import pytest_asyncio
 import uvloop
 
 from leaderboard.devstack.stack import Stack
+from tests.apiclient import api, empty_board, new_user, unlimited
 from tests.support import test_settings
+
+__all__ = ["api", "empty_board", "new_user", "unlimited"]  # fixtures shared by every folder
 
 
 def _traversable_tmpdir(prefix: str) -> Path:

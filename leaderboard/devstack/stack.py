@@ -90,9 +90,11 @@ class Stack:
         # The platform's own processes; the test harness runs the bare cluster without them.
         self.components: list[Component] = []
         if services:
-            self.components.append(
-                Component("api", layout.host, layout.api_port, run_dir, self._service_env())
-            )
+            env = self._service_env()
+            self.components += [
+                Component("api", layout.host, layout.api_port, run_dir, env),
+                Component("broadcaster", layout.host, layout.ws_port, run_dir, env),
+            ]
 
     # -- construction
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from leaderboard.auth import TokenError, Verifier
 from leaderboard.config import Settings
-from tests.api.conftest import Api
+from tests.apiclient import Api
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 WRONG = "another-secret-that-is-long-enough-for-hs256"

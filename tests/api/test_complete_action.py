@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from leaderboard.devstack.stack import Stack
-from tests.api.conftest import Api
+from tests.apiclient import Api
 
 
 async def _audit_rows(stack: Stack, user_id: str) -> list[asyncpg.Record]:

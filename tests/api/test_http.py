@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.api.conftest import Api
+from tests.apiclient import Api
 
 
 async def test_the_catalog_lists_points_and_data_schemas(api: Api) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 import asyncpg
 import pytest_asyncio
 
+from leaderboard.cache.errors import REDIS_ERRORS
 from leaderboard.db import scores
 from leaderboard.devstack.redis import RedisServer
 from leaderboard.devstack.stack import Stack
-from leaderboard.scoring import REDIS_ERRORS
-from tests.api.conftest import Api, api_settings, running_api
+from tests.apiclient import Api, api_settings, running_api
 from tests.support import eventually, free_ports, test_settings
 
 

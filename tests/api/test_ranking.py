@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from leaderboard.cache.ranking import decode, encode
 from leaderboard.db import scores
-from tests.api.conftest import Api
+from tests.apiclient import Api
 from tests.support import eventually
 
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from leaderboard.cache.ratelimit import LocalRateLimiter
-from tests.api.conftest import Api
+from tests.apiclient import Api
 
 
 async def test_forty_simultaneous_requests_from_one_user_admit_exactly_ten(

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from leaderboard import auth
 from leaderboard.config import Settings
 from leaderboard.devstack.stack import Stack
-from tests.api.conftest import api_settings
+from tests.apiclient import api_settings
 from tests.support import REPO, free_ports, wait_until
 
 

@@ -14,7 +14,7 @@ import httpx
 
 from leaderboard import auth
 from leaderboard.devstack.stack import Stack
-from tests.api.conftest import api_settings
+from tests.apiclient import api_settings
 from tests.support import REPO, free_ports, wait_until
 
 

@@ -35,7 +35,7 @@ def _processes_and_ports(status: dict[str, Any], env: dict[str, str]) -> tuple[l
     pids = [m["pid"] for m in status["members"]] + [status["redis_pid"], status["supervisor_pid"]]
     pids += [svc["pid"] for svc in status["services"]]
     ports = {m["port"] for m in status["members"]} | {int(env["LEADERBOARD_REDIS_PORT"])}
-    ports |= {int(env["LEADERBOARD_API_PORT"])}
+    ports |= {int(env["LEADERBOARD_API_PORT"]), int(env["LEADERBOARD_WS_PORT"])}
     return pids, ports
 
 
@@ -71,7 +71,7 @@ def test_up_detach_status_down_and_purge(run_dir: Path) -> None:
     assert status["redis_url"] == f"redis://127.0.0.1:{env['LEADERBOARD_REDIS_PORT']}/0"
 
     # The API runs in the stack and takes a completion signed with the dev key.
-    assert [svc["name"] for svc in status["services"]] == ["api"]
+    assert [svc["name"] for svc in status["services"]] == ["api", "broadcaster"]
     token = cli("token", "newcomer", env=env).stdout.strip()
     done_http = httpx.post(
         status["api_url"] + "/api/action/complete",

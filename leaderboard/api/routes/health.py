@@ -10,8 +10,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from leaderboard.api.deps import ServicesDep
+from leaderboard.cache.errors import REDIS_ERRORS
 from leaderboard.metrics import POOL_IDLE, POOL_SIZE
-from leaderboard.scoring import REDIS_ERRORS
 
 router = APIRouter()
 

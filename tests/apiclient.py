@@ -1,4 +1,5 @@
-"""API fixtures: the real app (lifespan and all) on the session cluster, driven over ASGI."""
+"""The API driven in-process over ASGI (lifespan and all), and its fixtures (registered in
+tests/conftest.py so every folder shares one session instance)."""
 
 from __future__ import annotations
 

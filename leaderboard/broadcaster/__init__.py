@@ -1,0 +1,1 @@
+"""WebSocket broadcaster: pushes top-10 changes to every connected client."""

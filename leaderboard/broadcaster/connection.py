@@ -1,0 +1,220 @@
+"""One client socket of the broadcaster: an asyncio protocol around websockets' Sans-I/O core.
+
+websockets (the library) parses the handshake and the client's frames and answers pings and
+closes correctly; this class does the I/O with no task and no buffer of its own, so an idle
+connection costs one transport and a few small objects. The same port also answers plain HTTP
+(the web page, health, metrics): :class:`Site` says what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from http import HTTPStatus
+from typing import Protocol as TypingProtocol
+from urllib.parse import parse_qs
+
+from websockets.datastructures import Headers
+from websockets.frames import Frame
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+
+from leaderboard.auth import TokenError
+from leaderboard.broadcaster import metrics
+from leaderboard.broadcaster.hub import CLOSE_TRY_AGAIN, Hub
+
+log = logging.getLogger("leaderboard.broadcaster")
+
+WRITE_HIGH_WATER = 64 * 1024  # above this, a client is "unwritable": it gets no new frames
+KERNEL_SEND_BUFFER = 64 * 1024  # per socket (Linux doubles it); loopback would autotune to MBs
+_handshakes: set[asyncio.Future[None]] = set()
+
+
+class Site(TypingProtocol):
+    """What a connection needs from the server around it."""
+
+    hub: Hub
+
+    @property
+    def anonymous_viewers(self) -> bool: ...
+
+    async def user_id(self, token: str) -> str: ...
+
+    def http(self, path: str) -> tuple[int, str, bytes]: ...
+
+
+def http_response(status: int, content_type: str, body: bytes) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            ("Cache-Control", "no-store"),
+        ]
+    )
+    return Response(status, HTTPStatus(status).phrase, headers, body)
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    body = ('{"error":{"code":"%s","message":"%s"}}' % (code, message)).encode()  # noqa: UP031
+    return http_response(status, "application/json", body)
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "closing",
+        "last_ping",
+        "last_seen",
+        "missed",
+        "open",
+        "paused_since",
+        "site",
+        "transport",
+        "ws",
+    )
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.transport: asyncio.Transport | None = None
+        self.ws = ServerProtocol(max_size=4096)  # clients have nothing to tell us
+        self.open = False
+        self.closing = False
+        self.paused_since: float | None = None
+        self.missed = False
+        self.last_seen = self.last_ping = time.monotonic()
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert hasattr(transport, "write")  # uvloop's are not asyncio.Transport subclasses
+        stream: asyncio.Transport = transport  # type: ignore[assignment]
+        sock = stream.get_extra_info("socket")
+        if sock is not None:  # bound what the kernel queues for a client that stops reading
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+        stream.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.transport = stream
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Request):
+                self._on_request(event)
+            elif isinstance(event, Frame):
+                pass  # pings, pongs and closes are answered by the protocol; data is ignored
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self._flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.open:
+            self.open = False
+            self.site.hub.remove(self)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self.paused_since = time.monotonic()
+
+    def resume_writing(self) -> None:
+        self.paused_since = None
+        if self.missed and self.open and self.transport is not None:
+            self.missed = False
+            self.transport.write(self.site.hub.snapshot_frame)  # latest wins
+
+    # -- used by the hub
+
+    def send_frame(self, frame: bytes) -> bool:
+        if not self.open or self.closing or self.transport is None:
+            return False
+        if self.paused_since is not None:
+            self.missed = True
+            return False
+        self.transport.write(frame)
+        return True
+
+    def ping(self, now: float) -> None:
+        if self.open and not self.closing and self.transport and self.paused_since is None:
+            self.last_ping = now
+            self.ws.send_ping(b"")
+            self._flush()
+
+    def close(self, code: int, reason: str, *, force: bool = False) -> None:
+        if self.transport is None:
+            return
+        if self.open and not self.closing:
+            self.closing = True
+            self.ws.send_close(code, reason)
+            self._flush()
+        if force:
+            self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- internals
+
+    def _flush(self) -> None:
+        if self.transport is None:
+            return
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            else:  # the protocol asks to close the TCP connection (EOF)
+                self.transport.close()
+                return
+
+    def _on_request(self, request: Request) -> None:
+        path, _, query = request.path.partition("?")
+        if path == "/ws":
+            task = asyncio.ensure_future(self._upgrade(request, query))
+            _handshakes.add(task)  # keep a reference until it is done
+            task.add_done_callback(_handshakes.discard)
+            return
+        status, content_type, body = self.site.http(path)
+        self.ws.send_response(http_response(status, content_type, body))
+
+    async def _upgrade(self, request: Request, query: str) -> None:
+        token = None
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            token = auth[7:].strip()
+        elif tokens := parse_qs(query).get("token"):
+            token = tokens[0]
+        rejection: Response | None = None
+        if token:
+            try:
+                await self.site.user_id(token)
+            except TokenError as exc:
+                rejection = _error(401, exc.code, exc.message)
+                metrics.REJECTED.labels(exc.code).inc()
+        elif not self.site.anonymous_viewers:
+            rejection = _error(401, "missing_token", "a token is required")
+            metrics.REJECTED.labels("missing_token").inc()
+        if self.transport is None or self.transport.is_closing():
+            return  # the client left while we checked its token
+        if rejection is not None:
+            self.ws.send_response(rejection)
+            self._flush()
+            return
+        response = self.ws.accept(request)
+        self.ws.send_response(response)
+        if response.status_code != 101:
+            metrics.REJECTED.labels("bad_handshake").inc()
+            self._flush()
+            return
+        hub = self.site.hub
+        if not hub.add(self):
+            metrics.REJECTED.labels("full" if hub.accepting else "draining").inc()
+            self.open = False
+            self.ws.send_close(CLOSE_TRY_AGAIN, "broadcaster at capacity, retry another")
+            self._flush()
+            return
+        self.open = True
+        self._flush()  # the 101 response, then at once the snapshot
+        self.transport.write(hub.snapshot_frame)

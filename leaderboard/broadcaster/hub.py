@@ -1,0 +1,158 @@
+"""The hub: every open WebSocket of this process, the current top 10, and the fan-out.
+
+Fan-out does as little per connection as possible: a message is framed once (its JSON comes
+from Redis as published, never re-serialised) and the same bytes are handed to each
+connection's transport, with no task, no await and no copy per client. There is no
+backpressure on the publisher; instead each connection is handled by what its transport says:
+
+- writable: the frame is written (the kernel or the transport buffer takes it);
+- above the write buffer's high-water mark (``pause_writing``): nothing more is queued for it.
+  It only remembers that it missed updates; when it drains (``resume_writing``) it receives one
+  snapshot of the *current* top 10 (latest wins), so a slow client holds at most one pending
+  update's worth of memory beyond its buffer;
+- unwritable for longer than ``slow_client_s``: closed with code 4008 (see CLOSE_SLOW).
+
+Heartbeats: one task pings every client each ``ping_interval_s`` and drops those silent for
+longer than interval + timeout (dead peers), so no per-connection timer exists either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from websockets.frames import Close, Frame, Opcode
+
+from leaderboard.broadcaster import metrics
+
+if TYPE_CHECKING:
+    from leaderboard.broadcaster.connection import Connection
+
+log = logging.getLogger("leaderboard.broadcaster")
+
+CLOSE_GOING_AWAY = 1001  # SIGTERM: reconnect to another broadcaster
+CLOSE_TRY_AGAIN = 1013  # this broadcaster is at its connection limit
+CLOSE_SLOW = 4008  # the client did not read its updates for ws_slow_client_s
+PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)
+
+
+def text_frame(payload: bytes) -> bytes:
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    return Frame(Opcode.CLOSE, Close(code, reason).serialize()).serialize(mask=False)
+
+
+class Hub:
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        ping_interval_s: float,
+        ping_timeout_s: float,
+        slow_client_s: float,
+    ) -> None:
+        self.connections: set[Connection] = set()
+        self.max_connections = max_connections
+        self.ping_interval_s = ping_interval_s
+        self.ping_timeout_s = ping_timeout_s
+        self.slow_client_s = slow_client_s
+        self.seq = 0
+        self.top: list[Any] = []
+        self.snapshot_frame = text_frame(self._snapshot_json())
+        self.accepting = True
+        self._emptied: asyncio.Event | None = None
+
+    # -- state
+
+    def _snapshot_json(self) -> bytes:
+        return orjson.dumps({"type": "snapshot", "seq": self.seq, "top": self.top})
+
+    def resync(self, seq: int, top: list[Any]) -> None:
+        """Adopt the state read from Redis; if it is newer than what clients have, send them
+        a fresh snapshot (we may have missed messages while Redis was away)."""
+        if seq < self.seq:
+            return  # never go back in seq
+        changed = seq > self.seq
+        self.seq, self.top = seq, top
+        self.snapshot_frame = text_frame(self._snapshot_json())
+        if changed and self.connections:
+            metrics.RESYNCS.inc()
+            self.fan_out(self.snapshot_frame)
+
+    def publish(self, payload: bytes) -> None:
+        """A message from the updates channel: fan it out if it is the next one."""
+        received = time.perf_counter()
+        try:
+            message = orjson.loads(payload)
+            seq, top = int(message["seq"]), message["top"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("ignoring a malformed update: %.200r", payload)
+            return
+        if seq <= self.seq:
+            return  # a duplicate or an old message: never send a lower seq
+        contiguous = seq == self.seq + 1
+        self.seq, self.top = seq, top
+        self.snapshot_frame = text_frame(self._snapshot_json())
+        # After a gap, clients get the state as a snapshot rather than an update they
+        # would see as a gap (and re-sync for).
+        self.fan_out(text_frame(payload) if contiguous else self.snapshot_frame)
+        metrics.FANOUT_SECONDS.observe(time.perf_counter() - received)
+
+    # -- connections
+
+    def add(self, conn: Connection) -> bool:
+        if not self.accepting or len(self.connections) >= self.max_connections:
+            return False
+        self.connections.add(conn)
+        metrics.CONNECTIONS.set(len(self.connections))
+        return True
+
+    def remove(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        metrics.CONNECTIONS.set(len(self.connections))
+        if not self.connections and self._emptied is not None:
+            self._emptied.set()
+
+    def fan_out(self, frame: bytes) -> None:
+        sent = 0
+        for conn in self.connections:
+            if conn.send_frame(frame):
+                sent += 1
+        metrics.MESSAGES_SENT.inc(sent)
+        metrics.BYTES_SENT.inc(sent * len(frame))
+
+    # -- housekeeping
+
+    async def heartbeat(self) -> None:
+        """Ping everyone; drop dead peers and clients that stay unwritable."""
+        while True:
+            await asyncio.sleep(min(self.ping_interval_s, self.slow_client_s) / 2)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.paused_since is not None and now - conn.paused_since > self.slow_client_s:
+                    metrics.SLOW_CLIENTS_CLOSED.inc()
+                    conn.close(CLOSE_SLOW, "too slow to read updates", force=True)
+                elif now - conn.last_seen > self.ping_interval_s + self.ping_timeout_s:
+                    metrics.DEAD_PEERS.inc()
+                    conn.abort()
+                elif now - conn.last_ping >= self.ping_interval_s:
+                    conn.ping(now)
+
+    async def drain(self, timeout: float) -> None:
+        """Close every client with 1001 (go elsewhere) and wait for them, up to ``timeout``."""
+        self.accepting = False
+        for conn in list(self.connections):
+            conn.close(CLOSE_GOING_AWAY, "server shutting down")
+        self._emptied = asyncio.Event()
+        if self.connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._emptied.wait(), timeout)
+        for conn in list(self.connections):
+            with contextlib.suppress(Exception):
+                conn.abort()
