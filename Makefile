@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint types pytest clean docs bench
+.PHONY: help install run test lint types pytest clean docs bench bench-ws
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,3 +44,6 @@ docs: install ## regenerate the generated parts of README.md (settings table)
 bench: install ## measure the API's hot paths against pgbench and a bare endpoint; updates README
 	@command -v wrk >/dev/null || ./scripts/system-deps.sh wrk
 	$(BIN)/python bench/api_bench.py --write-readme
+
+bench-ws: install ## 10,000 WebSocket clients on one broadcaster vs websockets.broadcast; updates README
+	$(BIN)/python bench/ws_bench.py --write-readme

@@ -119,23 +119,16 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused_since = time.monotonic()
+        if self.open:
+            self.site.hub.pause(self)
 
     def resume_writing(self) -> None:
         self.paused_since = None
-        if self.missed and self.open and self.transport is not None:
+        if self.open and self.site.hub.resume(self) and self.missed and self.transport:
             self.missed = False
             self.transport.write(self.site.hub.snapshot_frame)  # latest wins
 
     # -- used by the hub
-
-    def send_frame(self, frame: bytes) -> bool:
-        if not self.open or self.closing or self.transport is None:
-            return False
-        if self.paused_since is not None:
-            self.missed = True
-            return False
-        self.transport.write(frame)
-        return True
 
     def ping(self, now: float) -> None:
         if self.open and not self.closing and self.transport and self.paused_since is None:
@@ -148,6 +141,7 @@ class Connection(asyncio.Protocol):
             return
         if self.open and not self.closing:
             self.closing = True
+            self.site.hub.stop_sending(self)
             self.ws.send_close(code, reason)
             self._flush()
         if force:

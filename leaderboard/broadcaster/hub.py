@@ -58,6 +58,10 @@ class Hub:
         slow_client_s: float,
     ) -> None:
         self.connections: set[Connection] = set()
+        # The transports that take frames right now, and the connections that do not. The
+        # fan-out loop touches nothing but the first: one C-level write per client.
+        self.writable: dict[Connection, asyncio.Transport] = {}
+        self.paused: set[Connection] = set()
         self.max_connections = max_connections
         self.ping_interval_s = ping_interval_s
         self.ping_timeout_s = ping_timeout_s
@@ -109,23 +113,46 @@ class Hub:
     def add(self, conn: Connection) -> bool:
         if not self.accepting or len(self.connections) >= self.max_connections:
             return False
+        assert conn.transport is not None
         self.connections.add(conn)
+        self.writable[conn] = conn.transport
         metrics.CONNECTIONS.set(len(self.connections))
         return True
 
+    def pause(self, conn: Connection) -> None:
+        """``conn`` is above its write buffer's high-water mark: send it nothing more."""
+        if self.writable.pop(conn, None) is not None:
+            self.paused.add(conn)
+
+    def resume(self, conn: Connection) -> bool:
+        """``conn`` drained; True if it should be sent the current snapshot (it missed some)."""
+        if conn not in self.paused:
+            return False
+        self.paused.discard(conn)
+        if conn.transport is not None and not conn.closing:
+            self.writable[conn] = conn.transport
+        return True
+
+    def stop_sending(self, conn: Connection) -> None:
+        self.writable.pop(conn, None)
+        self.paused.discard(conn)
+
     def remove(self, conn: Connection) -> None:
+        self.stop_sending(conn)
         self.connections.discard(conn)
         metrics.CONNECTIONS.set(len(self.connections))
         if not self.connections and self._emptied is not None:
             self._emptied.set()
 
     def fan_out(self, frame: bytes) -> None:
-        sent = 0
-        for conn in self.connections:
-            if conn.send_frame(frame):
-                sent += 1
-        metrics.MESSAGES_SENT.inc(sent)
-        metrics.BYTES_SENT.inc(sent * len(frame))
+        # A copy: a write can call pause_writing() at once, which edits self.writable.
+        transports = list(self.writable.values())
+        for transport in transports:
+            transport.write(frame)
+        for conn in self.paused:
+            conn.missed = True  # it will get the latest state as a snapshot when it drains
+        metrics.MESSAGES_SENT.inc(len(transports))
+        metrics.BYTES_SENT.inc(len(transports) * len(frame))
 
     # -- housekeeping
 
@@ -135,7 +162,8 @@ class Hub:
             await asyncio.sleep(min(self.ping_interval_s, self.slow_client_s) / 2)
             now = time.monotonic()
             for conn in list(self.connections):
-                if conn.paused_since is not None and now - conn.paused_since > self.slow_client_s:
+                paused_since = conn.paused_since
+                if paused_since is not None and now - paused_since > self.slow_client_s:
                     metrics.SLOW_CLIENTS_CLOSED.inc()
                     conn.close(CLOSE_SLOW, "too slow to read updates", force=True)
                 elif now - conn.last_seen > self.ping_interval_s + self.ping_timeout_s:

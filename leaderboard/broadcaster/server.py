@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 from importlib import resources
@@ -103,6 +104,10 @@ class Broadcaster:
 
 
 def serve(settings: Settings) -> None:
+    # Every client is a file descriptor: take all the process may have (soft := hard limit).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per HTTP request else
     uvloop.run(Broadcaster(settings).serve())
