@@ -26,8 +26,8 @@ run: install ## start the local stack in the foreground (Ctrl-C stops everything
 test: install lint types pytest ## lint, type-check and run the whole test suite
 
 lint: install ## ruff: lint and formatting
-	$(BIN)/ruff check leaderboard tests
-	$(BIN)/ruff format --check leaderboard tests
+	$(BIN)/ruff check leaderboard tests bench scripts
+	$(BIN)/ruff format --check leaderboard tests bench scripts
 
 types: install ## mypy (strict) on the package
 	$(BIN)/mypy
