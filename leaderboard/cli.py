@@ -12,6 +12,7 @@ from typing import Any
 
 from leaderboard import auth
 from leaderboard.config import Settings, SettingsError, load_settings
+from leaderboard.devstack.postgres import Member
 from leaderboard.devstack.process import StackError
 from leaderboard.devstack.stack import Stack
 from leaderboard.devstack.supervisor import detach, down, serve
@@ -74,7 +75,19 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         _print_status(await stack.status())
         print("Ctrl-C stops everything.", flush=True)
 
-    asyncio.run(serve(stack, ready))
+    async def supervise(primary: Member) -> None:
+        from leaderboard.operator.local import LocalOperator
+
+        await LocalOperator(
+            stack,
+            primary.name,
+            durability=settings.durability,
+            interval_s=settings.probe_interval_s,
+            timeout_s=settings.probe_timeout_s,
+            failure_threshold=settings.failure_threshold,
+        ).run()
+
+    asyncio.run(serve(stack, ready, supervise if settings.operator_enabled else None))
     return 0
 
 

@@ -118,6 +118,23 @@ class Settings(BaseSettings):
         10.0, gt=0, le=300, description="On SIGTERM, how long clients get to close (1001)."
     )
 
+    # -- failover operator
+    operator_enabled: bool = Field(
+        True, description="`leaderboard up` runs the failover operator over the local members."
+    )
+    durability: Literal["required", "preferred"] = Field(
+        "required",
+        description="`required`: promote only a synchronous replica and make writes wait for "
+        "one; `preferred`: fail over to any replica and run unreplicated if none is left.",
+    )
+    probe_interval_s: float = Field(
+        0.5, gt=0, le=10, description="How often the operator probes each member."
+    )
+    probe_timeout_s: float = Field(1.0, gt=0, le=30, description="Bound on one probe.")
+    failure_threshold: int = Field(
+        3, ge=2, le=100, description="Consecutive failed probes that declare the primary dead."
+    )
+
     # -- JWT (RFC 8725: the algorithm is pinned here, never taken from the token)
     jwt_algorithm: Literal["HS256", "RS256", "ES256"] = Field(
         "HS256", description="The only JWT algorithm accepted."

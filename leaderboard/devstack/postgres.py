@@ -171,6 +171,41 @@ class Member:
             timeout=300,
         )
 
+    def conninfo(self, password: str) -> str:
+        """How another member streams from this one (libpq key=value form)."""
+        return (
+            f"host={self.host} port={self.port} user={SUPERUSER} password={password} "
+            f"dbname=postgres"
+        )
+
+    def rewind_from(self, source: Member, password: str) -> None:
+        """Make this (stopped) former primary a copy of ``source`` up to the fork: pg_rewind.
+
+        The caller runs CHECKPOINT on ``source`` first, or pg_rewind may see no divergence
+        ("no rewind required") and the member later fails to follow the new timeline.
+        """
+        run(
+            [
+                self.bin("pg_rewind"),
+                f"--target-pgdata={self.data_dir}",
+                f"--source-server=host={source.host} port={source.port} user={SUPERUSER} "
+                "dbname=postgres",
+            ],
+            user=self.user,
+            env={"PGPASSWORD": password, "PATH": "/usr/bin:/bin"},
+            what=f"pg_rewind of {self.name} from {source.name}",
+            timeout=300,
+        )
+
+    def configure_standby(self, upstream: Member, password: str) -> None:
+        """Mark this (stopped) member a standby streaming from ``upstream``."""
+        (self.data_dir / "standby.signal").touch()
+        conninfo = f"{upstream.conninfo(password)} application_name={self.name}"
+        with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
+            # Later lines win: this overrides what pg_basebackup or pg_rewind wrote.
+            conf.write(f"primary_conninfo = '{conninfo}'\n")
+        self.user.own(self.data_dir / "standby.signal")
+
     def start(self) -> None:
         if self.pid() is not None:
             return

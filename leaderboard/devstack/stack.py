@@ -325,6 +325,11 @@ class Stack:
             ],
         }
 
+    def update_state(self, **fields: Any) -> None:
+        state = read_state(self.run_dir) or {}
+        state.pop("layout", None)
+        self.write_state(**{**state, **fields})
+
     def write_state(self, **fields: Any) -> None:
         state = {"layout": asdict(self.layout), **fields}
         tmp = self.state_path.with_suffix(".tmp")

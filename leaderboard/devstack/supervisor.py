@@ -18,9 +18,11 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
+from leaderboard.devstack.postgres import Member
 from leaderboard.devstack.process import StackError, pid_alive, spawn, stop_pid
 from leaderboard.devstack.stack import MARKER, Stack, read_state
 
@@ -42,8 +44,15 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
         yield
 
 
-async def serve(stack: Stack, on_ready: Callable[[], Awaitable[None]]) -> None:
-    """Run the stack until SIGINT or SIGTERM, then stop it; always leaves nothing running."""
+async def serve(
+    stack: Stack,
+    on_ready: Callable[[], Awaitable[None]],
+    supervise: Callable[[Member], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Run the stack until SIGINT or SIGTERM, then stop it; always leaves nothing running.
+
+    ``supervise(primary)`` (the failover operator) runs alongside once the stack is ready and
+    is cancelled before the stack stops."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -62,8 +71,15 @@ async def serve(stack: Stack, on_ready: Callable[[], Awaitable[None]]) -> None:
                 stop_wait.cancel()
                 primary = starting.result()
                 stack.write_state(supervisor_pid=os.getpid(), ready=True, primary=primary.name)
+                operator = asyncio.create_task(supervise(primary)) if supervise else None
                 await on_ready()
-                await _watch(stack, stopping)
+                try:
+                    await _watch(stack, stopping, operator)
+                finally:
+                    if operator is not None:
+                        operator.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await operator
             finally:
                 await asyncio.to_thread(stack.stop)
                 stack.state_path.unlink(missing_ok=True)
@@ -72,14 +88,21 @@ async def serve(stack: Stack, on_ready: Callable[[], Awaitable[None]]) -> None:
             loop.remove_signal_handler(sig)
 
 
-async def _watch(stack: Stack, stopping: asyncio.Event) -> None:
+async def _watch(
+    stack: Stack, stopping: asyncio.Event, operator: asyncio.Task[None] | None
+) -> None:
     """Report (once) each process that dies; restarting is the operator's job, not ours."""
     reported: set[str] = set()
     while not stopping.is_set():
+        if operator is not None and operator.done() and not operator.cancelled():
+            log.error("the failover operator stopped: %r", operator.exception())
+            operator = None
         for member in stack.members:
             if member.name not in reported and (why := member.exited_early()) is not None:
-                log.warning("%s; not restarting it", why)
+                log.warning("%s; the operator decides what happens next", why)
                 reported.add(member.name)
+            elif member.pid() is not None:
+                reported.discard(member.name)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=1.0)
 

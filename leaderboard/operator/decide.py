@@ -1,0 +1,198 @@
+"""The failover decision: observed cluster state in, one action and its reason out.
+
+No I/O here (like websockets' protocol core): the local shell (:mod:`.local`) and the
+Kubernetes shell feed it what their probes saw and carry out what it returns. Each call
+returns exactly one :class:`Decision` whose ``reason`` is the sentence logged and recorded as
+an event, so a person on call can read the operator's mind line by line.
+
+Zero loss with quorum replication (``ANY 1 (*)``): a commit was acknowledged once *one*
+standby flushed it, so the standby holding the newest acknowledged write is the one with the
+highest received LSN *among all the standbys that were synchronous candidates*. With
+``durability=required`` we therefore promote only when every such candidate answered (one of
+them missing might be the one with the newest write) and pick the highest LSN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+Durability = Literal["required", "preferred"]
+
+
+class Action(StrEnum):
+    NONE = "none"
+    PROMOTE = "promote"
+    FENCE = "fence"
+    REJOIN = "rejoin"
+    REPOINT = "repoint"
+    ENABLE_SYNC = "enable-sync"
+    SWITCHOVER = "switchover"
+
+
+@dataclass(frozen=True)
+class Member:
+    """What one probe of one member saw, plus how many probes in a row failed."""
+
+    name: str
+    reachable: bool
+    role: Literal["primary", "replica"] | None = None
+    lsn: int = 0  # primary: current WAL LSN; replica: last received (flushed) LSN
+    timeline: int = 0
+    upstream: str | None = None  # replica: the member it streams from, if streaming
+    failed_probes: int = 0
+    running: bool = True  # its process (or pod) exists, whether or not it answers
+    sync_standbys_enabled: bool = True  # primary: synchronous_standby_names is set
+
+
+@dataclass(frozen=True)
+class Cluster:
+    members: tuple[Member, ...]
+    primary: str  # the member the operator made primary (routing points at it)
+    sync_candidates: frozenset[str] = frozenset()  # standbys last seen as sync/quorum
+    durability: Durability = "required"
+    failure_threshold: int = 3
+    paused: bool = False
+    switchover_to: str | None = None
+
+    def member(self, name: str) -> Member | None:
+        return next((m for m in self.members if m.name == name), None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    target: str | None = None
+    old_primary: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def __str__(self) -> str:
+        return f"{self.action.value}{' ' + self.target if self.target else ''}: {self.reason}"
+
+
+def decide(cluster: Cluster) -> Decision:
+    if cluster.paused:
+        return Decision(Action.NONE, "paused: observing only")
+    primary = cluster.member(cluster.primary)
+    if primary is None:
+        raise ValueError(f"unknown primary {cluster.primary!r}")
+
+    # Another member accepting writes is a split brain in the making: fence it first.
+    rogue = [
+        m for m in cluster.members if m.name != primary.name and m.reachable and m.role == "primary"
+    ]
+    if rogue and (primary.reachable and primary.role == "primary"):
+        return Decision(
+            Action.FENCE,
+            f"{rogue[0].name} accepts writes but {primary.name} is the primary; stopping it",
+            target=rogue[0].name,
+        )
+
+    if primary.reachable and primary.role == "primary":
+        return _healthy(cluster, primary)
+
+    if primary.reachable and primary.role == "replica":
+        return Decision(Action.NONE, f"{primary.name} is in recovery; waiting for it to finish")
+
+    if primary.failed_probes < cluster.failure_threshold:
+        return Decision(
+            Action.NONE,
+            f"{primary.name} missed {primary.failed_probes} of {cluster.failure_threshold} "
+            "probes; not failing over yet",
+        )
+    return _failover(cluster, primary)
+
+
+def _healthy(cluster: Cluster, primary: Member) -> Decision:
+    replicas = [m for m in cluster.members if m.name != primary.name]
+    if cluster.switchover_to and cluster.switchover_to != primary.name:
+        target = cluster.member(cluster.switchover_to)
+        if target is None or not (target.reachable and target.role == "replica"):
+            return Decision(
+                Action.NONE, f"switchover to {cluster.switchover_to} waits: it is not a replica"
+            )
+        if target.upstream != primary.name or target.name not in cluster.sync_candidates:
+            return Decision(
+                Action.NONE,
+                f"switchover to {target.name} waits until it streams synchronously",
+            )
+        return Decision(
+            Action.SWITCHOVER,
+            f"planned switchover from {primary.name} to {target.name}",
+            target=target.name,
+            old_primary=primary.name,
+        )
+    for replica in replicas:
+        if not replica.reachable and not replica.running:
+            return Decision(
+                Action.REJOIN,
+                f"{replica.name} is down; rejoining it as a replica of {primary.name}",
+                target=replica.name,
+            )
+        if not replica.reachable and replica.failed_probes >= cluster.failure_threshold:
+            return Decision(
+                Action.FENCE,
+                f"{replica.name} runs but has not answered {replica.failed_probes} probes; "
+                "stopping it so it can rejoin",
+                target=replica.name,
+            )
+        if replica.role == "replica" and replica.upstream not in (None, primary.name):
+            return Decision(
+                Action.REPOINT,
+                f"{replica.name} follows {replica.upstream}; pointing it at {primary.name}",
+                target=replica.name,
+            )
+    streaming = [r for r in replicas if r.role == "replica" and r.upstream == primary.name]
+    if not primary.sync_standbys_enabled and streaming:
+        return Decision(
+            Action.ENABLE_SYNC,
+            f"{', '.join(r.name for r in streaming)} streams from {primary.name}; "
+            "requiring a synchronous standby again",
+            target=primary.name,
+        )
+    return Decision(
+        Action.NONE,
+        f"{primary.name} is the primary; {len(streaming)} of {len(replicas)} replicas streaming",
+    )
+
+
+def _failover(cluster: Cluster, primary: Member) -> Decision:
+    down = f"{primary.name} failed {primary.failed_probes} probes in a row"
+    replicas = [m for m in cluster.members if m.name != primary.name]
+    healthy = [m for m in replicas if m.reachable and m.role == "replica"]
+    if cluster.durability == "required":
+        missing = sorted(n for n in cluster.sync_candidates if not _reachable(cluster.member(n)))
+        if not cluster.sync_candidates:
+            return Decision(
+                Action.NONE,
+                f"{down}, but no replica was synchronous: promoting one could lose acknowledged "
+                "writes (durability: required)",
+            )
+        if missing:
+            return Decision(
+                Action.NONE,
+                f"{down}, but synchronous candidate(s) {', '.join(missing)} do not answer and "
+                "may hold the newest acknowledged write (durability: required)",
+            )
+        candidates = [m for m in healthy if m.name in cluster.sync_candidates]
+    else:
+        candidates = healthy
+    if not candidates:
+        return Decision(Action.NONE, f"{down}, and no healthy replica can take over")
+    best = max(candidates, key=lambda m: (m.lsn, m.name == cluster.switchover_to, m.name))
+    notes: tuple[str, ...] = ()
+    if best.name not in cluster.sync_candidates:
+        notes = (f"{best.name} was not synchronous: writes it had not received are lost",)
+    return Decision(
+        Action.PROMOTE,
+        f"{down}; promoting {best.name} (received LSN {best.lsn:X}, the highest)",
+        target=best.name,
+        old_primary=primary.name,
+        notes=notes,
+    )
+
+
+def _reachable(member: Member | None) -> bool:
+    return member is not None and member.reachable and member.role == "replica"

@@ -1,0 +1,207 @@
+"""The local shell of the failover operator: probes the local members, asks :func:`decide`,
+and carries the decision out with processes (kill, pg_promote, pg_rewind, start).
+
+Fencing is the first step of a failover, before the promotion: the old primary's postmaster
+gets SIGKILL (a hung process is killed too), so it can never acknowledge a write again. It
+could not anyway without a synchronous standby, and its only standby is the one being
+promoted; the kill makes it certain and frees it to rejoin. Routing needs no step here: the
+services connect through a multi-host DSN with ``target_session_attrs=read-write``, so they
+find whichever member accepts writes.
+
+Every decision is logged once (when it changes) and appended to ``RUN_DIR/operator.jsonl``
+(what the drill reads to time detection and promotion).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from leaderboard.devstack.postgres import Member as PgMember
+from leaderboard.devstack.process import StackError
+from leaderboard.devstack.stack import SYNC_STANDBYS, Stack
+from leaderboard.operator.decide import Action, Cluster, Decision, Durability, Member, decide
+from leaderboard.operator.probe import probe
+
+log = logging.getLogger("leaderboard.operator")
+
+
+class LocalOperator:
+    def __init__(
+        self,
+        stack: Stack,
+        primary: str,
+        *,
+        durability: Durability = "required",
+        interval_s: float = 0.5,
+        timeout_s: float = 1.0,
+        failure_threshold: int = 3,
+    ) -> None:
+        self.stack = stack
+        self.primary = primary
+        self.durability: Durability = durability
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.failure_threshold = failure_threshold
+        self.failures = {m.name: 0 for m in stack.members}
+        self.sync_candidates: frozenset[str] = frozenset()
+        self.failovers = 0
+        self.paused = False
+        self._last_reason: str | None = None
+
+    @property
+    def events_path(self) -> Path:
+        return self.stack.run_dir / "operator.jsonl"
+
+    def _member(self, name: str) -> PgMember:
+        return next(m for m in self.stack.members if m.name == name)
+
+    # -- observe
+
+    async def observe(self) -> Cluster:
+        password = self.stack.superuser_password
+        by_port = {m.port: m.name for m in self.stack.members}
+
+        async def one(member: PgMember) -> Member:
+            running = member.pid() is not None
+            try:
+                seen = await probe(member.host, member.port, password, self.timeout_s)
+            except Exception:  # refused, timed out, starting up: a missed probe
+                self.failures[member.name] += 1
+                return Member(
+                    member.name, reachable=False, failed_probes=self.failures[member.name],
+                    running=running,
+                )  # fmt: skip
+            self.failures[member.name] = 0
+            if not seen.in_recovery and member.name == self.primary:
+                self.sync_candidates = seen.sync_standbys
+            return Member(
+                member.name,
+                reachable=True,
+                role="replica" if seen.in_recovery else "primary",
+                lsn=seen.lsn,
+                timeline=seen.timeline,
+                upstream=by_port.get(seen.upstream_port) if seen.upstream_port else None,
+                running=running,
+                sync_standbys_enabled=bool(seen.sync_names.strip()),
+            )
+
+        members = await asyncio.gather(*(one(m) for m in self.stack.members))
+        return Cluster(
+            members=tuple(members),
+            primary=self.primary,
+            sync_candidates=self.sync_candidates,
+            durability=self.durability,
+            failure_threshold=self.failure_threshold,
+            paused=self.paused,
+        )
+
+    # -- the loop
+
+    async def run(self) -> None:
+        self.record(
+            "start", None, f"watching {len(self.stack.members)} members; primary {self.primary}"
+        )
+        while True:
+            started = time.monotonic()
+            cluster = await self.observe()
+            decision = decide(cluster)
+            if decision.reason != self._last_reason or decision.action is not Action.NONE:
+                log.info("%s", decision)
+                self.record(decision.action.value, decision.target, decision.reason)
+                self._last_reason = decision.reason
+            if decision.action is not Action.NONE:
+                try:
+                    await self.act(decision)
+                except (StackError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                    log.warning("%s failed: %s", decision.action.value, exc)
+                    self.record("error", decision.target, f"{decision.action.value} failed: {exc}")
+            await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    def record(self, action: str, target: str | None, reason: str, **extra: Any) -> None:
+        event = {"ts": time.time(), "action": action, "target": target, "reason": reason, **extra}
+        with open(self.events_path, "a") as f:
+            f.write(json.dumps(event) + "\n")
+
+    # -- act
+
+    async def act(self, decision: Decision) -> None:
+        assert decision.target is not None
+        if decision.action is Action.PROMOTE:
+            await self.promote(decision.target, decision.old_primary)
+        elif decision.action is Action.FENCE:
+            await asyncio.to_thread(self._member(decision.target).kill)
+            self.record("fenced", decision.target, "SIGKILL sent")
+        elif decision.action is Action.REJOIN:
+            await self.rejoin(decision.target)
+        elif decision.action is Action.REPOINT:
+            await self.repoint(decision.target)
+        elif decision.action is Action.ENABLE_SYNC:
+            await self._set_sync(self._member(decision.target), SYNC_STANDBYS)
+
+    async def promote(self, name: str, old: str | None) -> None:
+        if old is not None and self._member(old).pid() is not None:
+            await asyncio.to_thread(self._member(old).kill)  # fence first
+            self.record("fenced", old, "SIGKILL sent to the old primary before promoting")
+        target = self._member(name)
+        conn = await target.connect(self.stack.superuser_password, timeout=5)
+        try:
+            promoted = await conn.fetchval("SELECT pg_promote(true, 30)")
+            if not promoted:
+                raise StackError(f"pg_promote on {name} did not finish")
+            # A promoted node inherits the old list; say explicitly what it must wait for.
+            wanted = SYNC_STANDBYS if self.durability == "required" else ""
+            await conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{wanted}'")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+        self.primary = name
+        self.failovers += 1
+        self.sync_candidates = frozenset()
+        self.failures = {m: 0 for m in self.failures}
+        self.stack.update_state(primary=name)
+        self.record("promoted", name, f"{name} is the primary (failover {self.failovers})")
+
+    async def rejoin(self, name: str) -> None:
+        member, primary = self._member(name), self._member(self.primary)
+        password = self.stack.superuser_password
+        conn = await primary.connect(password, timeout=5)
+        try:
+            await conn.execute("CHECKPOINT")  # else pg_rewind may see no fork and skip it
+        finally:
+            await conn.close()
+        try:
+            await asyncio.to_thread(member.rewind_from, primary, password)
+            how = "pg_rewind"
+        except StackError as exc:
+            log.warning("pg_rewind of %s failed (%s); cloning it afresh", name, exc)
+            await asyncio.to_thread(member.clone_from, primary, password)
+            how = "a fresh clone"
+        await asyncio.to_thread(member.configure_standby, primary, password)
+        member.start()
+        self.failures[name] = 0
+        self.record("rejoined", name, f"{name} restarted as a replica of {primary.name} ({how})")
+
+    async def repoint(self, name: str) -> None:
+        member, primary = self._member(name), self._member(self.primary)
+        conninfo = f"{primary.conninfo(self.stack.superuser_password)} application_name={name}"
+        conn = await member.connect(self.stack.superuser_password, timeout=5)
+        try:
+            await conn.execute(f"ALTER SYSTEM SET primary_conninfo = '{conninfo}'")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+
+    async def _set_sync(self, member: PgMember, value: str) -> None:
+        conn = await member.connect(self.stack.superuser_password, timeout=5)
+        try:
+            await conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{value}'")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
