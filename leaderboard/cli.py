@@ -44,12 +44,20 @@ def _parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the score API (what its container runs)")
     api.add_argument("--host", help="address to bind (default: LEADERBOARD_HOST)")
     sub.add_parser("broadcaster", help="run the WebSocket broadcaster (what its container runs)")
+
+    drill = sub.add_parser("drill", help="break things on purpose and measure the recovery")
+    drill_sub = drill.add_subparsers(dest="drill", required=True, metavar="DRILL")
+    failover = drill_sub.add_parser("failover", help="kill the primary under write load")
+    failover.add_argument("--count", type=int, default=1, help="drills in a row (A->B->A...)")
+    failover.add_argument("--fault", choices=["kill", "hang"], default="kill")
+    failover.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -140,6 +148,17 @@ def _broadcaster(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _drill(settings: Settings, args: argparse.Namespace) -> int:
+    from leaderboard.operator.drill import drill, report, summary
+
+    stack = Stack.from_settings(settings, services=True)
+    results = asyncio.run(drill(stack, settings, args.fault, args.count))
+    print(report(results, args.json))
+    s = summary(results)
+    ok = s["lost_writes"] == 0 and s["demoted_acks"] == 0 and s["all_rejoined"]
+    return 0 if ok else 1
+
+
 _COMMANDS = {
     "up": _up,
     "down": _down,
@@ -147,4 +166,5 @@ _COMMANDS = {
     "token": _token,
     "api": _api,
     "broadcaster": _broadcaster,
+    "drill": _drill,
 }

@@ -12,6 +12,7 @@ connections (multi-host DSN or a Service that moved) find the new primary by the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.QueryCanceledError,
     asyncpg.TargetServerAttributeNotMatched,  # no host of the DSN is a writable primary
+    # Seen only during failovers: a connection opened while the primary changed comes back
+    # mid-operation ("cannot switch to state 12"). It is discarded like any broken one.
+    asyncpg.InternalClientError,
 )
 # The server answers but is not (or no longer) the primary: our connections are stale.
 _NOT_PRIMARY: tuple[type[BaseException], ...] = (
@@ -44,7 +48,14 @@ _NOT_PRIMARY: tuple[type[BaseException], ...] = (
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's reset query on release (a round trip per request): the API never
-    changes session state (no SET, LISTEN, advisory locks or cursors on pooled connections)."""
+    changes session state (no SET, LISTEN, advisory locks or cursors on pooled connections),
+    and :meth:`Database.connection` terminates any connection a call failed on."""
+
+
+def _discard(conn: asyncpg.pool.PoolConnectionProxy) -> None:
+    # A connection that died mid-query was already detached from its proxy by the pool.
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 class DatabaseUnavailable(Exception):
@@ -77,7 +88,17 @@ class Database:
     async def connection(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
         try:
             async with self.pool.acquire(timeout=self.timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                except (asyncpg.PostgresError, asyncpg.InternalClientError) as exc:
+                    if isinstance(exc, _UNAVAILABLE + _NOT_PRIMARY):
+                        _discard(conn)
+                    raise  # an ordinary SQL error: the connection is fine
+                except BaseException:
+                    # Timed out, cancelled or cut mid-query: the protocol may still be busy.
+                    # We skip asyncpg's reset query, so never hand such a connection back.
+                    _discard(conn)
+                    raise
         except _NOT_PRIMARY as exc:
             log.warning("database is not a writable primary (%s); reconnecting", exc)
             await self.pool.expire_connections()

@@ -22,7 +22,7 @@ from leaderboard.devstack.process import (
     StackError,
     read_pid,
     run,
-    signal_pid,
+    signal_tree,
     spawn,
     stop_pid,
 )
@@ -236,10 +236,11 @@ class Member:
         self.process = None
 
     def kill(self) -> None:
-        """SIGKILL the postmaster, as a crash would; its backends notice and exit on their own."""
+        """SIGKILL the postmaster and every backend, so not even a hung backend can answer
+        again: this is the fence."""
         pid = self.pid()
         if pid is not None:
-            signal_pid(pid, signal.SIGKILL)
+            signal_tree(pid, signal.SIGKILL)
             if (child := self._child(pid)) is not None:
                 child.wait()
 

@@ -147,6 +147,28 @@ def read_pid(path: Path) -> int | None:
     return pid if pid_alive(pid) else None
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def signal_tree(pid: int, sig: signal.Signals) -> None:
+    """Signal ``pid`` and its direct children (a postmaster and its backends: PostgreSQL puts
+    each child in a session of its own, so a process-group signal would miss them)."""
+    for target in [pid, *children(pid)]:
+        signal_pid(target, sig)
+
+
 def signal_pid(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)

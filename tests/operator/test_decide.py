@@ -1,0 +1,156 @@
+"""Every branch of the failover decision, as a table: observed state in, action and reason out."""
+
+from __future__ import annotations
+
+import pytest
+
+from leaderboard.operator.decide import Action, Cluster, Decision, Member, decide
+
+P = Member("m0", reachable=True, role="primary", lsn=100)
+R1 = Member("m1", reachable=True, role="replica", lsn=90, upstream="m0")
+R2 = Member("m2", reachable=True, role="replica", lsn=95, upstream="m0")
+DEAD = Member("m0", reachable=False, failed_probes=3, running=False)
+
+
+def cluster(*members: Member, **kw: object) -> Cluster:
+    defaults: dict[str, object] = {"primary": "m0", "sync_candidates": frozenset({"m1", "m2"})}
+    return Cluster(members=members, **{**defaults, **kw})  # type: ignore[arg-type]
+
+
+CASES: list[tuple[str, Cluster, Action, str | None, str]] = [
+    ("paused", cluster(DEAD, R1, paused=True), Action.NONE, None, "paused"),
+    ("healthy", cluster(P, R1, R2), Action.NONE, None, "2 of 2 replicas streaming"),
+    (
+        "one slow probe is not a failure",
+        cluster(Member("m0", reachable=False, failed_probes=1), R1),
+        Action.NONE,
+        None,
+        "missed 1 of 3 probes",
+    ),
+    (
+        "dead primary: promote the highest LSN",
+        cluster(DEAD, R1, R2),
+        Action.PROMOTE,
+        "m2",
+        "highest",
+    ),
+    (
+        "required: a candidate missing may hold the newest write",
+        cluster(DEAD, R1, Member("m2", reachable=False, failed_probes=3)),
+        Action.NONE,
+        None,
+        "do not answer",
+    ),
+    (
+        "required: no synchronous replica, no promotion",
+        cluster(DEAD, R1, sync_candidates=frozenset()),
+        Action.NONE,
+        None,
+        "no replica was synchronous",
+    ),
+    (
+        "preferred: an asynchronous replica may be promoted",
+        cluster(DEAD, R1, sync_candidates=frozenset(), durability="preferred"),
+        Action.PROMOTE,
+        "m1",
+        "promoting m1",
+    ),
+    (
+        "no healthy replica",
+        cluster(DEAD, Member("m1", reachable=False, failed_probes=5), durability="preferred"),
+        Action.NONE,
+        None,
+        "no healthy replica",
+    ),
+    (
+        "old primary back as a primary: fence it",
+        cluster(
+            Member("m0", reachable=True, role="primary"),
+            Member("m1", reachable=True, role="primary"),
+            primary="m1",
+        ),
+        Action.FENCE,
+        "m0",
+        "accepts writes",
+    ),
+    (
+        "a replica is down: rejoin it",
+        cluster(P, Member("m1", reachable=False, running=False)),
+        Action.REJOIN,
+        "m1",
+        "rejoining",
+    ),
+    (
+        "a replica runs but is hung: fence it",
+        cluster(P, Member("m1", reachable=False, running=True, failed_probes=3)),
+        Action.FENCE,
+        "m1",
+        "has not answered",
+    ),
+    (
+        "a replica starting up is left alone",
+        cluster(P, Member("m1", reachable=False, running=True, failed_probes=1)),
+        Action.NONE,
+        None,
+        "0 of 1 replicas streaming",
+    ),
+    (
+        "a replica following the old primary is re-pointed",
+        cluster(P, Member("m1", reachable=True, role="replica", upstream="m9")),
+        Action.REPOINT,
+        "m1",
+        "pointing it at m0",
+    ),
+    (
+        "sync turned off while a standby streams: turn it on",
+        cluster(Member("m0", reachable=True, role="primary", sync_standbys_enabled=False), R1),
+        Action.ENABLE_SYNC,
+        "m0",
+        "requiring a synchronous standby",
+    ),
+    (
+        "the primary in recovery is waited for",
+        cluster(Member("m0", reachable=True, role="replica"), R1),
+        Action.NONE,
+        None,
+        "in recovery",
+    ),
+    (
+        "switchover to a synchronous replica",
+        cluster(P, R1, switchover_to="m1"),
+        Action.SWITCHOVER,
+        "m1",
+        "planned switchover",
+    ),
+    (
+        "switchover waits for a replica that is not synchronous",
+        cluster(P, R1, switchover_to="m1", sync_candidates=frozenset()),
+        Action.NONE,
+        None,
+        "waits until it streams synchronously",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "action", "target", "reason"),
+    [pytest.param(c, a, t, r, id=name) for name, c, a, t, r in CASES],
+)
+def test_decision(state: Cluster, action: Action, target: str | None, reason: str) -> None:
+    decision = decide(state)
+    assert decision.action is action, str(decision)
+    assert decision.target == target
+    assert reason in decision.reason
+
+
+def test_a_promotion_names_the_old_primary_and_reads_like_a_sentence() -> None:
+    decision = decide(cluster(DEAD, R1, R2))
+    assert isinstance(decision, Decision) and decision.old_primary == "m0"
+    assert str(decision) == (
+        "promote m2: m0 failed 3 probes in a row; promoting m2 (received LSN 5F, the highest)"
+    )
+
+
+def test_preferred_durability_says_when_writes_may_be_lost() -> None:
+    decision = decide(cluster(DEAD, R1, sync_candidates=frozenset(), durability="preferred"))
+    assert decision.notes and "not synchronous" in decision.notes[0]
