@@ -47,10 +47,6 @@ def test_kill_9_twice_fails_over_and_back_without_losing_an_acknowledged_write(
         assert run["demoted_acks"] == 0
         assert run["write_downtime_s"] is not None  # writes came back (the figure: README)
         assert run["rejoined_s"] is not None
-    events = (Path(running_stack["LEADERBOARD_RUN_DIR"]) / "operator.jsonl").read_text()
-    actions = [json.loads(line)["action"] for line in events.splitlines()]
-    # It was alive (only stopped): fenced before the promotion, not after.
-    assert actions.index("fenced") < actions.index("promoted")
         assert run["detection_s"] <= run["promotion_s"] <= run["write_downtime_s"]
 
     status = json.loads(cli("status", "--json", env=running_stack).stdout)
