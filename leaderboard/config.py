@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         "one; `preferred`: fail over to any replica and run unreplicated if none is left.",
     )
     probe_interval_s: float = Field(
-        0.5, gt=0, le=10, description="How often the operator probes each member."
+        0.4, gt=0, le=10, description="How often the operator probes each member."
     )
     probe_timeout_s: float = Field(1.0, gt=0, le=30, description="Bound on one probe.")
     failure_threshold: int = Field(

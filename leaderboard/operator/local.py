@@ -167,18 +167,28 @@ class LocalOperator:
         self.failures = {m: 0 for m in self.failures}
         self.stack.update_state(primary=name)
         self.record("promoted", name, f"{name} is the primary (failover {self.failovers})")
+        if old is not None and self._member(old).pid() is None:
+            # Fenced and stopped: rejoin it now rather than one probe round later. With two
+            # members and durability "required", writes resume only once it streams again.
+            self.record(
+                "rejoin", old, f"{old} was the primary; rejoining it as a replica of {name}"
+            )
+            await self.rejoin(old)
 
     async def rejoin(self, name: str) -> None:
         member, primary = self._member(name), self._member(self.primary)
         password = self.stack.superuser_password
+        started = time.monotonic()
         conn = await primary.connect(password, timeout=5)
         try:
             await conn.execute("CHECKPOINT")  # else pg_rewind may see no fork and skip it
         finally:
             await conn.close()
+        checkpointed = time.monotonic()
         try:
             await asyncio.to_thread(member.rewind_from, primary, password)
-            how = "pg_rewind"
+            how = f"pg_rewind in {time.monotonic() - checkpointed:.2f} s after a "
+            how += f"{checkpointed - started:.2f} s checkpoint"
         except StackError as exc:
             log.warning("pg_rewind of %s failed (%s); cloning it afresh", name, exc)
             await asyncio.to_thread(member.clone_from, primary, password)

@@ -37,7 +37,8 @@ class Running:
 
 @asynccontextmanager
 async def running_broadcaster(stack: Stack, **overrides: Any) -> AsyncIterator[Running]:
-    settings = api_settings(stack, ws_port=free_ports(1)[0], **overrides)
+    overrides.setdefault("ws_port", free_ports(1)[0])
+    settings = api_settings(stack, **overrides)
     broadcaster = Broadcaster(settings)
     stopping = asyncio.Event()
     task = asyncio.create_task(broadcaster.serve(stopping))
