@@ -167,6 +167,13 @@ class LocalOperator:
         self.failures = {m: 0 for m in self.failures}
         self.stack.update_state(primary=name)
         self.record("promoted", name, f"{name} is the primary (failover {self.failovers})")
+        for other in self.stack.members:  # the other standbys follow the new primary
+            if other.name not in (name, old) and other.pid() is not None:
+                try:
+                    await self.repoint(other.name)
+                    self.record("repointed", other.name, f"{other.name} now follows {name}")
+                except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                    self.record("error", other.name, f"could not re-point it: {exc}")
         if old is not None and self._member(old).pid() is None:
             # Fenced and stopped: rejoin it now rather than one probe round later. With two
             # members and durability "required", writes resume only once it streams again.
