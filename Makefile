@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint types pytest clean docs bench bench-ws
+.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -26,8 +26,8 @@ run: install ## start the local stack in the foreground (Ctrl-C stops everything
 test: install lint types pytest ## lint, type-check and run the whole test suite
 
 lint: install ## ruff: lint and formatting
-	$(BIN)/ruff check leaderboard tests bench scripts
-	$(BIN)/ruff format --check leaderboard tests bench scripts
+	$(BIN)/ruff check leaderboard tests bench scripts loadtest
+	$(BIN)/ruff format --check leaderboard tests bench scripts loadtest
 
 types: install ## mypy (strict) on the package
 	$(BIN)/mypy
@@ -47,3 +47,9 @@ bench: install ## measure the API's hot paths against pgbench and a bare endpoin
 
 bench-ws: install ## 10,000 WebSocket clients on one broadcaster vs websockets.broadcast; updates README
 	$(BIN)/python bench/ws_bench.py --write-readme
+
+LOADTEST_HOST ?= http://127.0.0.1:8000
+loadtest: install ## Locust players + viewers against the running stack (60 s); HTML + CSV in reports/
+	@mkdir -p reports
+	$(BIN)/locust -f loadtest/locustfile.py --headless --host $(LOADTEST_HOST) -u 100 -r 20 -t 60s \
+		--csv reports/loadtest --html reports/loadtest.html

@@ -1,0 +1,155 @@
+"""Locust scenarios for the leaderboard: players and viewers.
+
+    locust -f loadtest/locustfile.py --headless --host http://127.0.0.1:8000 -u 50 -r 10 -t 60s
+
+Works against the local stack with no set-up (tokens from the local dev key, WebSocket URL
+from LEADERBOARD_WS_URL or the local broadcaster). Against a cluster, set
+LEADERBOARD_JWT_SECRET (or mint tokens your issuer's way) and LEADERBOARD_WS_URL.
+
+- Player: its own token; completes catalog actions with valid data (each once), reads the top
+  10 and its own rank, and respects 429 + Retry-After.
+- Viewer: holds a WebSocket; every update is reported as a request of type "WS" whose time is
+  commit-to-receipt (from the message's Redis timestamp), and a seq gap is a failure.
+
+Pass/fail thresholds (LOADTEST_MAX_FAIL_RATIO, default 0.01; LOADTEST_MAX_P99_MS for the API)
+set the exit code, so CI pipelines can gate on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gevent
+import websocket
+from locust import HttpUser, User, between, events, task
+from locust.env import Environment
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loadtest.common import example, token, ws_url
+
+
+class Player(HttpUser):
+    weight = 4
+    wait_time = between(0.5, 2.0)
+
+    def on_start(self) -> None:
+        self.user_id = f"lt-{uuid.uuid4().hex[:12]}"
+        self.headers = {"Authorization": f"Bearer {token(self.user_id)}"}
+        catalog = self.client.get("/api/actions", name="/api/actions").json()["actions"]
+        self.todo = [(a["id"], example(a["data"])) for a in catalog]
+        random.shuffle(self.todo)
+        self.blocked_until = 0.0
+
+    @task(4)
+    def complete(self) -> None:
+        if not self.todo or time.time() < self.blocked_until:
+            return
+        action_id, data = self.todo[-1]
+        with self.client.post(
+            "/api/action/complete",
+            json={"actionId": action_id, "data": data},
+            headers=self.headers,
+            name="/api/action/complete",
+            catch_response=True,
+        ) as response:
+            if response.status_code == 200:
+                self.todo.pop()
+                response.success()
+            elif response.status_code == 429:  # expected under load: wait as told
+                self.blocked_until = time.time() + int(response.headers.get("Retry-After", "1"))
+                response.success()
+            elif response.status_code == 400 and _code(response) == "already_completed":
+                self.todo.pop()
+                response.success()
+            else:
+                response.failure(f"{response.status_code} {_code(response)}")
+
+    @task(3)
+    def leaderboard(self) -> None:
+        self.client.get("/api/leaderboard", name="/api/leaderboard")
+
+    @task(1)
+    def my_rank(self) -> None:
+        with self.client.get(
+            f"/api/leaderboard/users/{self.user_id}",
+            name="/api/leaderboard/users/{userId}",
+            catch_response=True,
+        ) as response:
+            if response.status_code in (200, 404):  # 404 until its first completion
+                response.success()
+
+
+class Viewer(User):
+    weight = 1
+    wait_time = between(1, 1)
+
+    def on_start(self) -> None:
+        url = ws_url(self.host)
+        self.seq: int | None = None
+        self.ws = websocket.create_connection(
+            f"{url}?token={token(f'viewer-{uuid.uuid4().hex[:8]}')}", timeout=10
+        )
+        self.reader = gevent.spawn(self._read)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                raw = self.ws.recv()
+            except Exception as exc:  # closed by the server or the network
+                _fire("WS", "connection", 0, 0, exc)
+                return
+            received = time.time() * 1000
+            message = json.loads(raw)
+            if message.get("type") == "top10":
+                gap = self.seq is not None and message["seq"] != self.seq + 1
+                latency = max(0.0, received - message.get("ts", received))
+                _fire("WS", "top10", latency, len(raw), AssertionError("seq gap") if gap else None)
+            self.seq = message.get("seq", self.seq)
+
+    @task
+    def watch(self) -> None:
+        pass  # the reader greenlet does the work; the task only keeps the user alive
+
+    def on_stop(self) -> None:
+        self.reader.kill()
+        self.ws.close()
+
+
+def _code(response: Any) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
+def _fire(kind: str, name: str, ms: float, length: int, exc: BaseException | None) -> None:
+    events.request.fire(
+        request_type=kind, name=name, response_time=ms, response_length=length, exception=exc,
+        context={},
+    )  # fmt: skip
+
+
+@events.quitting.add_listener
+def _thresholds(environment: Environment, **_: Any) -> None:
+    stats = environment.stats.total
+    max_fail = float(os.environ.get("LOADTEST_MAX_FAIL_RATIO", "0.01"))
+    max_p99 = os.environ.get("LOADTEST_MAX_P99_MS")
+    problems = []
+    if stats.num_requests == 0:
+        problems.append("no request was made")
+    elif stats.fail_ratio > max_fail:
+        problems.append(f"failure ratio {stats.fail_ratio:.2%} > {max_fail:.2%}")
+    if max_p99 and stats.get_response_time_percentile(0.99) > float(max_p99):
+        problems.append(f"p99 {stats.get_response_time_percentile(0.99)} ms > {max_p99} ms")
+    if problems:
+        print("loadtest FAILED: " + "; ".join(problems), file=sys.stderr)
+        environment.process_exit_code = 1
+    else:
+        environment.process_exit_code = 0

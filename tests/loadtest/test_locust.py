@@ -1,0 +1,101 @@
+"""Smoke runs of the Locust scenarios (a few users, seconds) so they keep working."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from leaderboard.devstack.stack import Stack
+from tests.support import REPO, free_ports, wait_until
+
+pytestmark = pytest.mark.slow
+LOCUST = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py")]
+
+
+def _env(stack: Stack, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
+    env.update(
+        LEADERBOARD_RUN_DIR=str(stack.run_dir),
+        LEADERBOARD_DATABASE_URL=stack.services_database_url(),
+        LEADERBOARD_REDIS_URL=stack.redis.url,
+        **extra,
+    )
+    return env
+
+
+@contextmanager
+def _serve(stack: Stack, component: str, port_var: str) -> Iterator[int]:
+    port = free_ports(1)[0]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leaderboard", component],
+        env=_env(stack, **{port_var: str(port)}), cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, timeout=30)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def platform(stack: Stack) -> Iterator[tuple[int, int]]:
+    with (
+        _serve(stack, "api", "LEADERBOARD_API_PORT") as api,
+        _serve(stack, "broadcaster", "LEADERBOARD_WS_PORT") as ws,
+    ):
+        yield api, ws
+
+
+def _rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with open(path) as f:
+        return {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
+
+
+def test_players_and_viewers_run_clean_against_the_stack(
+    stack: Stack, platform: tuple[int, int], tmp_path: Path
+) -> None:
+    api, ws = platform
+    done = subprocess.run(
+        [*LOCUST, "--headless", "--host", f"http://127.0.0.1:{api}", "-u", "8", "-r", "8",
+         "-t", "8s", "--csv", str(tmp_path / "smoke"), "--html", str(tmp_path / "smoke.html"),
+         "--only-summary"],
+        env=_env(stack, LEADERBOARD_WS_URL=f"ws://127.0.0.1:{ws}/ws"), cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = _rows(tmp_path / "smoke_stats.csv")
+    completions = rows[("POST", "/api/action/complete")]
+    assert int(completions["Request Count"]) > 0 and completions["Failure Count"] == "0"
+    assert int(rows[("GET", "/api/leaderboard")]["Request Count"]) > 0
+    updates = rows.get(("WS", "top10"))  # the viewers saw the players enter the top 10
+    assert updates is not None and int(updates["Request Count"]) > 0
+    assert updates["Failure Count"] == "0"  # no seq gap
+    assert (tmp_path / "smoke.html").stat().st_size > 0
+
+
+def test_the_exit_code_fails_a_run_past_its_thresholds(stack: Stack, tmp_path: Path) -> None:
+    dead = free_ports(1)[0]  # nothing listens here: every request fails
+    done = subprocess.run(
+        [*LOCUST, "--headless", "--host", f"http://127.0.0.1:{dead}", "-u", "2", "-r", "2",
+         "-t", "3s", "--only-summary", "Player"],
+        env=_env(stack), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "loadtest FAILED" in done.stderr
