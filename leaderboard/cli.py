@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the score API (what its container runs)")
     api.add_argument("--host", help="address to bind (default: LEADERBOARD_HOST)")
     sub.add_parser("broadcaster", help="run the WebSocket broadcaster (what its container runs)")
+
+    sub.add_parser("pause", help="the operator observes but takes no action")
+    sub.add_parser("resume", help="the operator acts again")
+    switch = sub.add_parser("switchover", help="planned switchover to a synchronous replica")
+    switch.add_argument("member", help="the replica to promote, e.g. member1")
 
     drill = sub.add_parser("drill", help="break things on purpose and measure the recovery")
     drill_sub = drill.add_subparsers(dest="drill", required=True, metavar="DRILL")
@@ -106,7 +112,10 @@ def _down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from leaderboard.operator.local import read_control
+
     status = asyncio.run(Stack.from_settings(settings, services=True).status())
+    status["operator"] = {"paused": False, "switchover_to": None, **read_control(settings.run_path)}
     if args.json:
         print(json.dumps(status))
     else:
@@ -148,6 +157,33 @@ def _broadcaster(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _pause(settings: Settings, args: argparse.Namespace) -> int:
+    from leaderboard.operator.local import write_control
+
+    write_control(settings.run_path, paused=args.command == "pause")
+    print(f"operator {'paused: observing only' if args.command == 'pause' else 'resumed'}")
+    return 0
+
+
+def _switchover(settings: Settings, args: argparse.Namespace) -> int:
+    from leaderboard.operator.local import write_control
+
+    stack = Stack.from_settings(settings, services=True)
+    if args.member not in {m.name for m in stack.members}:
+        print(f"leaderboard: no member {args.member!r}", file=sys.stderr)
+        return 2
+    write_control(settings.run_path, switchover_to=args.member)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = asyncio.run(stack.status())
+        if status["primary"] == args.member:
+            print(f"{args.member} is the primary")
+            return 0
+        time.sleep(0.2)
+    print(f"leaderboard: {args.member} is not the primary after 60 s", file=sys.stderr)
+    return 1
+
+
 def _drill(settings: Settings, args: argparse.Namespace) -> int:
     from leaderboard.operator.drill import drill, report, summary
 
@@ -167,4 +203,7 @@ _COMMANDS = {
     "api": _api,
     "broadcaster": _broadcaster,
     "drill": _drill,
+    "pause": _pause,
+    "resume": _pause,
+    "switchover": _switchover,
 }

@@ -171,6 +171,15 @@ class Member:
             timeout=300,
         )
 
+    def checkpoint_lsn(self) -> int:
+        """The latest checkpoint's LSN of a stopped member (pg_controldata)."""
+        out = run([self.bin("pg_controldata"), "-D", self.data_dir], user=self.user)
+        for line in out.splitlines():
+            if line.startswith("Latest checkpoint location:"):
+                high, low = line.split(":", 1)[1].strip().split("/")
+                return (int(high, 16) << 32) + int(low, 16)
+        raise StackError(f"no checkpoint location in pg_controldata of {self.name}")
+
     def conninfo(self, password: str) -> str:
         """How another member streams from this one (libpq key=value form)."""
         return (

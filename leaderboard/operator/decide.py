@@ -73,11 +73,16 @@ class Decision:
 
 
 def decide(cluster: Cluster) -> Decision:
-    if cluster.paused:
-        return Decision(Action.NONE, "paused: observing only")
     primary = cluster.member(cluster.primary)
     if primary is None:
         raise ValueError(f"unknown primary {cluster.primary!r}")
+    if cluster.paused:
+        seen = (
+            f"{primary.name} answers as {primary.role}"
+            if primary.reachable
+            else f"{primary.name} missed {primary.failed_probes} probes"
+        )
+        return Decision(Action.NONE, f"paused, observing only: {seen}")
 
     # Another member accepting writes is a split brain in the making: fence it first.
     rogue = [

@@ -53,6 +53,7 @@ class LocalOperator:
         self.sync_candidates: frozenset[str] = frozenset()
         self.failovers = 0
         self.paused = False
+        self.switchover_to: str | None = None
         self._last_reason: str | None = None
 
     @property
@@ -100,6 +101,7 @@ class LocalOperator:
             durability=self.durability,
             failure_threshold=self.failure_threshold,
             paused=self.paused,
+            switchover_to=self.switchover_to,
         )
 
     # -- the loop
@@ -110,6 +112,7 @@ class LocalOperator:
         )
         while True:
             started = time.monotonic()
+            self.read_control()
             cluster = await self.observe()
             decision = decide(cluster)
             if decision.reason != self._last_reason or decision.action is not Action.NONE:
@@ -123,6 +126,17 @@ class LocalOperator:
                     log.warning("%s failed: %s", decision.action.value, exc)
                     self.record("error", decision.target, f"{decision.action.value} failed: {exc}")
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    @property
+    def control_path(self) -> Path:
+        return control_path(self.stack.run_dir)
+
+    def read_control(self) -> None:
+        """What a person asked for (``leaderboard pause|resume|switchover``)."""
+        control = read_control(self.stack.run_dir)
+        self.paused = bool(control.get("paused", False))
+        wanted = control.get("switchover_to")
+        self.switchover_to = wanted if isinstance(wanted, str) and wanted != self.primary else None
 
     def record(self, action: str, target: str | None, reason: str, **extra: Any) -> None:
         event = {"ts": time.time(), "action": action, "target": target, "reason": reason, **extra}
@@ -142,6 +156,9 @@ class LocalOperator:
             await self.rejoin(decision.target)
         elif decision.action is Action.REPOINT:
             await self.repoint(decision.target)
+        elif decision.action is Action.SWITCHOVER:
+            assert decision.old_primary is not None
+            await self.switchover(decision.target, decision.old_primary)
         elif decision.action is Action.ENABLE_SYNC:
             await self._set_sync(self._member(decision.target), SYNC_STANDBYS)
 
@@ -181,6 +198,29 @@ class LocalOperator:
                 "rejoin", old, f"{old} was the primary; rejoining it as a replica of {name}"
             )
             await self.rejoin(old)
+
+    async def switchover(self, name: str, old: str) -> None:
+        """Planned, without loss: a clean shutdown of the primary sends its last WAL (down to
+        the shutdown checkpoint) to the synchronous standby before it exits; then that
+        standby is promoted and the old primary follows it."""
+        old_member, target = self._member(old), self._member(name)
+        await asyncio.to_thread(old_member.stop)
+        last = await asyncio.to_thread(old_member.checkpoint_lsn)
+        password = self.stack.superuser_password
+
+        async def caught_up() -> bool:
+            seen = await probe(target.host, target.port, password, self.timeout_s)
+            return seen.lsn >= last
+
+        deadline = time.monotonic() + 30
+        while not await caught_up():
+            if time.monotonic() > deadline:
+                old_member.start()  # give the primary back rather than lose anything
+                raise StackError(f"{name} did not receive {old}'s last WAL; switchover aborted")
+            await asyncio.sleep(0.05)
+        await self.promote(name, old)
+        _clear_switchover(self.control_path)
+        self.record("switched-over", name, f"planned switchover from {old} to {name} done")
 
     async def rejoin(self, name: str) -> None:
         member, primary = self._member(name), self._member(self.primary)
@@ -222,3 +262,29 @@ class LocalOperator:
             await conn.execute("SELECT pg_reload_conf()")
         finally:
             await conn.close()
+
+
+def control_path(run_dir: Path) -> Path:
+    return run_dir / "operator-control.json"
+
+
+def read_control(run_dir: Path) -> dict[str, object]:
+    try:
+        control = json.loads(control_path(run_dir).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return control if isinstance(control, dict) else {}
+
+
+def write_control(run_dir: Path, **changes: object) -> dict[str, object]:
+    control = read_control(run_dir)
+    control.update(changes)
+    path = control_path(run_dir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(control))
+    tmp.replace(path)
+    return control
+
+
+def _clear_switchover(path: Path) -> None:
+    write_control(path.parent, switchover_to=None)

@@ -4,13 +4,15 @@ API and the operator), under write load through the API: A->B->A by kill -9, the
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import cli, stack_env
+from tests.support import cli, stack_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +71,34 @@ def test_a_hung_primary_is_fenced_and_rejoins_after_it_wakes_up(
     actions = [json.loads(line)["action"] for line in events.splitlines()]
     # It was alive (only stopped): fenced before the promotion, not after.
     assert actions.index("fenced") < actions.index("promoted")
+
+
+def test_a_planned_switchover_and_pause(running_stack: dict[str, str]) -> None:
+    env = running_stack
+    done = cli("switchover", "member1", env=env)
+    assert done.returncode == 0, done.stderr
+    status = json.loads(cli("status", "--json", env=env).stdout)
+    assert status["primary"] == "member1"
+
+    def rejoined() -> bool:
+        members = json.loads(cli("status", "--json", env=env).stdout)["members"]
+        return {m["name"]: m["role"] for m in members} == {
+            "member0": "replica", "member1": "primary",
+        }  # fmt: skip
+
+    wait_until(rejoined, timeout=30)
+
+    # Paused, the operator watches a dead primary and does nothing; resumed, it fails over.
+    assert cli("pause", env=env).returncode == 0
+    assert json.loads(cli("status", "--json", env=env).stdout)["operator"]["paused"] is True
+    events = Path(env["LEADERBOARD_RUN_DIR"]) / "operator.jsonl"
+    primary_pid = next(m["pid"] for m in status["members"] if m["name"] == "member1")
+    os.kill(primary_pid, signal.SIGKILL)
+    seen = len(events.read_text().splitlines())
+    wait_until(lambda: "member1 missed 5 probes" in events.read_text(), timeout=10)
+    assert "promote" not in "".join(events.read_text().splitlines()[seen:])  # past threshold
+    assert cli("resume", env=env).returncode == 0
+    wait_until(
+        lambda: json.loads(cli("status", "--json", env=env).stdout)["primary"] == "member0",
+        timeout=30,
+    )
