@@ -127,3 +127,46 @@ def listening_ports() -> set[int]:
             if fields[3] == "0A":  # TCP_LISTEN
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+def component_env(stack: Any, **extra: str) -> dict[str, str]:
+    """Environment for a `leaderboard <component>` process on the test cluster."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
+    env.update(
+        LEADERBOARD_RUN_DIR=str(stack.run_dir),
+        LEADERBOARD_DATABASE_URL=stack.services_database_url(),
+        LEADERBOARD_REDIS_URL=stack.redis.url,
+        **extra,
+    )
+    return env
+
+
+def start_component(stack: Any, component: str, port: int, **popen: Any) -> subprocess.Popen[Any]:
+    """Start `leaderboard api|broadcaster` on ``port`` and wait until /readyz says 200."""
+    import httpx
+
+    var = "LEADERBOARD_API_PORT" if component == "api" else "LEADERBOARD_WS_PORT"
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leaderboard", component],
+        env=component_env(stack, **{var: str(port)}),
+        cwd=REPO,
+        **popen,
+    )
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{component} exited with {proc.returncode}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, timeout=30)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc

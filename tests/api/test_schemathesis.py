@@ -3,13 +3,9 @@ documented shapes. The API runs as its own uvicorn process, as in production."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -18,33 +14,16 @@ from leaderboard import auth
 from leaderboard.config import Settings
 from leaderboard.devstack.stack import Stack
 from tests.apiclient import api_settings
-from tests.support import REPO, free_ports, wait_until
+from tests.support import free_ports, start_component
 
 
 @pytest.fixture(scope="module")
 def served_api(stack: Stack) -> Iterator[tuple[str, Settings]]:
     port = free_ports(1)[0]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-    env.update(
-        LEADERBOARD_RUN_DIR=str(stack.run_dir),
-        LEADERBOARD_API_PORT=str(port),
-        LEADERBOARD_DATABASE_URL=stack.services_database_url(),
-        LEADERBOARD_REDIS_URL=stack.redis.url,
-    )
     log = open(stack.run_dir / f"schemathesis-api-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leaderboard", "api"], env=env, cwd=REPO, stdout=log, stderr=log
-    )
+    proc = start_component(stack, "api", port, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(url + "/readyz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, timeout=30)
         yield url, api_settings(stack, api_port=port)
     finally:
         proc.terminate()

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
-
-import httpx
 
 from leaderboard import auth
 from leaderboard.devstack.stack import Stack
 from tests.apiclient import api_settings
-from tests.support import REPO, free_ports, wait_until
+from tests.support import free_ports, start_component, wait_until
 
 
 def _connectable(port: int) -> bool:
@@ -29,26 +25,10 @@ def test_sigterm_stops_accepting_and_finishes_the_request_in_flight(
 ) -> None:
     port = free_ports(1)[0]
     settings = api_settings(stack, api_port=port)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-    env.update(
-        LEADERBOARD_RUN_DIR=str(stack.run_dir),
-        LEADERBOARD_API_PORT=str(port),
-        LEADERBOARD_DATABASE_URL=stack.services_database_url(),
-        LEADERBOARD_REDIS_URL=stack.redis.url,
+    proc = start_component(
+        stack, "api", port, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leaderboard", "api"],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, timeout=30)
         user = new_user()
         body = json.dumps({"actionId": "verify-email"}).encode()
         token = auth.mint(settings, user)

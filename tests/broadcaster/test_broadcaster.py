@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 from typing import Any
 
 import httpx
@@ -21,7 +19,7 @@ from leaderboard.devstack.redis import RedisServer
 from leaderboard.devstack.stack import Stack
 from tests.apiclient import Api
 from tests.broadcaster.conftest import Running, running_broadcaster, viewer
-from tests.support import REPO, eventually, free_ports, wait_until
+from tests.support import eventually, free_ports, start_component
 
 
 async def _caught_up(running: Running, api: Api) -> None:
@@ -263,25 +261,8 @@ async def test_http_endpoints_on_the_broadcaster_port(broadcaster: Running) -> N
 
 def test_sigterm_closes_every_client_with_1001(stack: Stack) -> None:
     port = free_ports(1)[0]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-    env.update(
-        LEADERBOARD_RUN_DIR=str(stack.run_dir),
-        LEADERBOARD_WS_PORT=str(port),
-        LEADERBOARD_REDIS_URL=stack.redis.url,
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leaderboard", "broadcaster"],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = start_component(stack, "broadcaster", port)
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, timeout=20)
 
         async def watch() -> list[int]:
             async with (

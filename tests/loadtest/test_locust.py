@@ -3,51 +3,26 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from leaderboard.devstack.stack import Stack
-from tests.support import REPO, free_ports, wait_until
+from tests.support import REPO, component_env, free_ports, start_component
 
 pytestmark = pytest.mark.slow
 LOCUST = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py")]
 
 
-def _env(stack: Stack, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-    env.update(
-        LEADERBOARD_RUN_DIR=str(stack.run_dir),
-        LEADERBOARD_DATABASE_URL=stack.services_database_url(),
-        LEADERBOARD_REDIS_URL=stack.redis.url,
-        **extra,
-    )
-    return env
-
-
 @contextmanager
-def _serve(stack: Stack, component: str, port_var: str) -> Iterator[int]:
+def _serve(stack: Stack, component: str) -> Iterator[int]:
     port = free_ports(1)[0]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leaderboard", component],
-        env=_env(stack, **{port_var: str(port)}), cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = start_component(stack, component, port)
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, timeout=30)
         yield port
     finally:
         proc.terminate()
@@ -57,8 +32,8 @@ def _serve(stack: Stack, component: str, port_var: str) -> Iterator[int]:
 @pytest.fixture(scope="module")
 def platform(stack: Stack) -> Iterator[tuple[int, int]]:
     with (
-        _serve(stack, "api", "LEADERBOARD_API_PORT") as api,
-        _serve(stack, "broadcaster", "LEADERBOARD_WS_PORT") as ws,
+        _serve(stack, "api") as api,
+        _serve(stack, "broadcaster") as ws,
     ):
         yield api, ws
 
@@ -76,7 +51,7 @@ def test_players_and_viewers_run_clean_against_the_stack(
         [*LOCUST, "--headless", "--host", f"http://127.0.0.1:{api}", "-u", "8", "-r", "8",
          "-t", "8s", "--csv", str(tmp_path / "smoke"), "--html", str(tmp_path / "smoke.html"),
          "--only-summary"],
-        env=_env(stack, LEADERBOARD_WS_URL=f"ws://127.0.0.1:{ws}/ws"), cwd=tmp_path,
+        env=component_env(stack, LEADERBOARD_WS_URL=f"ws://127.0.0.1:{ws}/ws"), cwd=tmp_path,
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -95,7 +70,8 @@ def test_the_exit_code_fails_a_run_past_its_thresholds(stack: Stack, tmp_path: P
     done = subprocess.run(
         [*LOCUST, "--headless", "--host", f"http://127.0.0.1:{dead}", "-u", "2", "-r", "2",
          "-t", "3s", "--only-summary", "Player"],
-        env=_env(stack), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        env=component_env(stack), cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        check=False,
     )  # fmt: skip
     assert done.returncode == 1
     assert "loadtest FAILED" in done.stderr
