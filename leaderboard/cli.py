@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     drill_sub = drill.add_subparsers(dest="drill", required=True, metavar="DRILL")
     failover = drill_sub.add_parser("failover", help="kill the primary under write load")
     failover.add_argument("--count", type=int, default=1, help="drills in a row (A->B->A...)")
-    failover.add_argument("--fault", choices=["kill", "hang"], default="kill")
+    failover.add_argument("--fault", choices=["kill", "hang", "standby"], default="kill")
     failover.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 

@@ -2,7 +2,8 @@
 
 While writers complete actions through the API as fast as it answers (each write a fresh
 user, so every acknowledged write is one row we can look for), the drill kills the primary
-(``kill``: SIGKILL; ``hang``: SIGSTOP, then SIGCONT once a new primary took over) and measures:
+(``kill``: SIGKILL; ``hang``: SIGSTOP, then SIGCONT once a new primary took over), or kills a
+standby (``standby``: with durability "required" writes wait until it is back), and measures:
 
 - detection: fault -> the operator's decision to promote;
 - promotion: fault -> the new primary promoted;
@@ -34,7 +35,7 @@ from leaderboard.config import Settings
 from leaderboard.devstack.process import signal_tree
 from leaderboard.devstack.stack import Stack
 
-Fault = Literal["kill", "hang"]
+Fault = Literal["kill", "hang", "standby"]
 
 
 @dataclass
@@ -122,20 +123,24 @@ async def drill_once(stack: Stack, settings: Settings, fault: Fault) -> DrillRes
     if not status["running"] or status["primary"] is None:
         raise RuntimeError("the local stack is not running (leaderboard up --detach)")
     old = next(m for m in status["members"] if m["role"] == "primary")
+    victim = old
+    if fault == "standby":
+        victim = next(m for m in status["members"] if m["role"] == "replica")
     events = stack.run_dir / "operator.jsonl"
     async with Load(status["api_url"], settings) as load:
         if not await _wait(lambda: _true(len(load.acks) >= 20), 15):
             raise RuntimeError("the API acknowledges no writes before the fault")
         fault_at = time.time()
-        if fault == "kill":  # a crash: the postmaster dies, its backends notice and exit
-            os.kill(old["pid"], signal.SIGKILL)
-        else:  # a hung server: the postmaster and every backend stop
-            signal_tree(old["pid"], signal.SIGSTOP)
+        if fault == "hang":  # a hung server: the postmaster and every backend stop
+            signal_tree(victim["pid"], signal.SIGSTOP)
+        else:  # a crash: the postmaster dies, its backends notice and exit
+            os.kill(victim["pid"], signal.SIGKILL)
 
         async def promoted() -> bool:
             return any(e["action"] == "promoted" for e in _events_after(events, fault_at))
 
-        await _wait(promoted, 60)
+        if fault != "standby":
+            await _wait(promoted, 60)
         if fault == "hang":  # the old primary wakes up after the failover (it was fenced)
             signal_tree(old["pid"], signal.SIGCONT)
 
@@ -152,7 +157,7 @@ async def drill_once(stack: Stack, settings: Settings, fault: Fault) -> DrillRes
 
     async def rejoined() -> bool:
         members = (await stack.status())["members"]
-        return any(m["name"] == old["name"] and m["role"] == "replica" for m in members)
+        return any(m["name"] == victim["name"] and m["role"] == "replica" for m in members)
 
     await _wait(rejoined, 30, interval=0.2)
     rejoined_event = next(

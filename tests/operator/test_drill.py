@@ -102,3 +102,14 @@ def test_a_planned_switchover_and_pause(running_stack: dict[str, str]) -> None:
         lambda: json.loads(cli("status", "--json", env=env).stdout)["primary"] == "member0",
         timeout=30,
     )
+
+
+def test_losing_the_standby_holds_writes_until_it_is_back_and_loses_none(
+    running_stack: dict[str, str],
+) -> None:
+    report = _drill(running_stack, "--fault", "standby")
+    (run,) = report["runs"]
+    assert run["new_primary"] == run["old_primary"] == "member0"  # no failover for a standby
+    assert run["promotion_s"] is None
+    assert run["lost_writes"] == 0 and run["acknowledged"] > 0
+    assert run["rejoined_s"] is not None  # the operator restarted it as a replica
