@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest
+.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest loadtest-failover
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,3 +53,8 @@ loadtest: install ## Locust players + viewers against the running stack (60 s); 
 	@mkdir -p reports
 	$(BIN)/locust -f loadtest/locustfile.py --headless --host $(LOADTEST_HOST) -u 100 -r 20 -t 60s \
 		--csv reports/loadtest --html reports/loadtest.html
+
+loadtest-failover: install ## players through a primary kill on the running stack; pass/fail + timeline PNG
+	@mkdir -p reports
+	$(BIN)/locust -f loadtest/failover.py --headless --host $(LOADTEST_HOST) -u 20 -r 10 -t 40s \
+		--csv reports/failover --html reports/failover.html

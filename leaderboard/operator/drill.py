@@ -51,6 +51,7 @@ class DrillResult:
     lost_writes: int
     demoted_acks: int
     rejoined_s: float | None
+    fault_at: float = 0.0  # Unix time of the fault
     timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, ok, failed)/s
 
 
@@ -177,6 +178,7 @@ async def drill_once(stack: Stack, settings: Settings, fault: Fault) -> DrillRes
         lost_writes=lost,
         demoted_acks=demoted,
         rejoined_s=_since(rejoined_event, fault_at) if await rejoined() else None,
+        fault_at=fault_at,
         timeline=_timeline(load, fault_at),
     )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from leaderboard.devstack.stack import Stack
-from tests.support import REPO, component_env, free_ports, start_component
+from tests.conftest import _traversable_tmpdir
+from tests.support import REPO, cli, component_env, free_ports, stack_env, start_component
 
 pytestmark = pytest.mark.slow
 LOCUST = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py")]
@@ -75,3 +78,24 @@ def test_the_exit_code_fails_a_run_past_its_thresholds(stack: Stack, tmp_path: P
     )  # fmt: skip
     assert done.returncode == 1
     assert "loadtest FAILED" in done.stderr
+
+
+def test_the_failover_scenario_passes_and_draws_its_timeline(tmp_path: Path) -> None:
+    root = _traversable_tmpdir("lb-lt-failover-")
+    env = stack_env(root / "run")
+    assert cli("up", "--detach", env=env).returncode == 0
+    try:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "failover.py"),
+             "--headless", "--host", f"http://127.0.0.1:{env['LEADERBOARD_API_PORT']}",
+             "-u", "6", "-r", "6", "-t", "12s", "--only-summary"],
+            env={**base, **env, "FAILOVER_AFTER_S": "3", "LOADTEST_REPORTS": str(tmp_path)},
+            cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert "acknowledged writes lost 0" in done.stdout
+        assert (tmp_path / "failover-timeline.png").stat().st_size > 10_000
+    finally:
+        cli("down", "--purge", env=env)
+        shutil.rmtree(root, ignore_errors=True)
