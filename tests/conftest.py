@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -38,18 +39,24 @@ def run_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest_asyncio.fixture(scope="session")
-async def stack() -> AsyncIterator[Stack]:
-    """The shared cluster. Tests must leave it as they found it (primary member0, all up)."""
-    root = _traversable_tmpdir("lb-stack-")
-    settings = test_settings(root / "run")
-    cluster = Stack.from_settings(settings)
+@asynccontextmanager
+async def own_cluster(prefix: str) -> AsyncIterator[Stack]:
+    """A PostgreSQL primary + synchronous standby and a Redis, started and always removed."""
+    root = _traversable_tmpdir(prefix)
+    cluster = Stack.from_settings(test_settings(root / "run"))
     try:
         await cluster.start()
         yield cluster
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def stack() -> AsyncIterator[Stack]:
+    """The shared cluster. Tests must leave it as they found it (primary member0, all up)."""
+    async with own_cluster("lb-stack-") as cluster:
+        yield cluster
 
 
 def pytest_asyncio_loop_factories(

@@ -172,12 +172,10 @@ class LocalOperator:
             promoted = await conn.fetchval("SELECT pg_promote(true, 30)")
             if not promoted:
                 raise StackError(f"pg_promote on {name} did not finish")
-            # A promoted node inherits the old list; say explicitly what it must wait for.
-            wanted = SYNC_STANDBYS if self.durability == "required" else ""
-            await conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{wanted}'")
-            await conn.execute("SELECT pg_reload_conf()")
         finally:
             await conn.close()
+        # A promoted node inherits the old list; say explicitly what it must wait for.
+        await self._set_sync(target, SYNC_STANDBYS if self.durability == "required" else "")
         self.primary = name
         self.failovers += 1
         self.sync_candidates = frozenset()
@@ -248,17 +246,17 @@ class LocalOperator:
     async def repoint(self, name: str) -> None:
         member, primary = self._member(name), self._member(self.primary)
         conninfo = f"{primary.conninfo(self.stack.superuser_password)} application_name={name}"
-        conn = await member.connect(self.stack.superuser_password, timeout=5)
-        try:
-            await conn.execute(f"ALTER SYSTEM SET primary_conninfo = '{conninfo}'")
-            await conn.execute("SELECT pg_reload_conf()")
-        finally:
-            await conn.close()
+        await self._alter_system(member, "primary_conninfo", conninfo)
 
     async def _set_sync(self, member: PgMember, value: str) -> None:
+        await self._alter_system(member, "synchronous_standby_names", value)
+
+    async def _alter_system(self, member: PgMember, setting: str, value: str) -> None:
+        """ALTER SYSTEM and reload: both settings take effect without a restart."""
         conn = await member.connect(self.stack.superuser_password, timeout=5)
         try:
-            await conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{value}'")
+            quoted = value.replace("'", "''")
+            await conn.execute(f"ALTER SYSTEM SET {setting} = '{quoted}'")
             await conn.execute("SELECT pg_reload_conf()")
         finally:
             await conn.close()

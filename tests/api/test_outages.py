@@ -14,7 +14,8 @@ from leaderboard.db import scores
 from leaderboard.devstack.redis import RedisServer
 from leaderboard.devstack.stack import Stack
 from tests.apiclient import Api, api_settings, running_api
-from tests.support import eventually, free_ports, test_settings
+from tests.conftest import own_cluster
+from tests.support import eventually, free_ports
 
 
 @pytest_asyncio.fixture
@@ -31,18 +32,8 @@ async def own_redis(run_dir: Path) -> AsyncIterator[RedisServer]:
 @pytest_asyncio.fixture(scope="module")
 async def own_stack() -> AsyncIterator[Stack]:
     """A cluster of its own: these tests stop its primary."""
-    from tests.conftest import _traversable_tmpdir
-
-    root = _traversable_tmpdir("lb-outage-")
-    cluster = Stack.from_settings(test_settings(root / "run"))
-    try:
-        await cluster.start()
+    async with own_cluster("lb-outage-") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        import shutil
-
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def _ready_ranking(api: Api) -> None:
