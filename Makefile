@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest loadtest-failover
+.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest loadtest-failover loadtest-ws
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -58,3 +58,9 @@ loadtest-failover: install ## players through a primary kill on the running stac
 	@mkdir -p reports
 	$(BIN)/locust -f loadtest/failover.py --headless --host $(LOADTEST_HOST) -u 20 -r 10 -t 40s \
 		--csv reports/failover --html reports/failover.html
+
+loadtest-ws: install ## 10,000 WebSocket viewers (4 Locust processes) + 4 players on the running stack
+	@mkdir -p reports
+	ulimit -n 20000 && $(BIN)/locust -f loadtest/viewers.py --headless --host $(LOADTEST_HOST) \
+		--processes 4 -u 10004 -r 500 -t 90s --csv reports/viewers --html reports/viewers.html \
+		ManyViewers Changer

@@ -30,6 +30,7 @@ import gevent
 import websocket
 from locust import HttpUser, User, between, events, task
 from locust.env import Environment
+from locust.runners import WorkerRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loadtest.common import example, token, ws_url
@@ -93,6 +94,7 @@ class Viewer(User):
     def on_start(self) -> None:
         url = ws_url(self.host)
         self.seq: int | None = None
+        self.stopping = False
         self.ws = websocket.create_connection(
             f"{url}?token={token(f'viewer-{uuid.uuid4().hex[:8]}')}", timeout=10
         )
@@ -103,7 +105,8 @@ class Viewer(User):
             try:
                 raw = self.ws.recv()
             except Exception as exc:  # closed by the server or the network
-                _fire("WS", "connection", 0, 0, exc)
+                if not self.stopping:
+                    _fire("WS", "connection", 0, 0, exc)
                 return
             received = time.time() * 1000
             message = json.loads(raw)
@@ -118,6 +121,7 @@ class Viewer(User):
         pass  # the reader greenlet does the work; the task only keeps the user alive
 
     def on_stop(self) -> None:
+        self.stopping = True
         self.reader.kill()
         self.ws.close()
 
@@ -138,6 +142,8 @@ def _fire(kind: str, name: str, ms: float, length: int, exc: BaseException | Non
 
 @events.quitting.add_listener
 def _thresholds(environment: Environment, **_: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master judges the whole run
     stats = environment.stats.total
     max_fail = float(os.environ.get("LOADTEST_MAX_FAIL_RATIO", "0.01"))
     max_p99 = os.environ.get("LOADTEST_MAX_P99_MS")
