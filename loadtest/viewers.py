@@ -15,31 +15,52 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from locust import between, events, task
+from locust import between, events
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("LOADTEST_MAX_FAIL_RATIO", "0")
+from loadtest.common import example, token
 from loadtest.locustfile import Player, Viewer
+
+_spawned = {"done": False}
+
+
+@events.spawning_complete.add_listener
+def _all_spawned(**_: Any) -> None:
+    _spawned["done"] = True  # changes start once every viewer of this process is connected
 
 
 class Changer(Player):
-    """Few of them: each completes actions quickly, so the top 10 keeps changing."""
+    """Few of them. Each climbs with a fresh user through the catalog (lowest points first),
+    then starts again with another user, so the top 10 keeps changing while the board fills
+    (a user's score is capped by the catalog, so on a full board changes slow down)."""
 
-    weight = 1
     fixed_count = 4
-    wait_time = between(0.5, 1.0)
+    wait_time = between(0.3, 0.6)
 
     def on_start(self) -> None:
-        super().on_start()
-        self.user_id = f"changer-{uuid.uuid4().hex[:8]}"
+        self.catalog = self.client.get("/api/actions", name="/api/actions").json()["actions"]
+        self.blocked_until = 0.0
+        self._new_user()
 
-    @task
+    def _new_user(self) -> None:
+        self.user_id = f"changer-{uuid.uuid4().hex[:10]}"
+        self.headers = {"Authorization": f"Bearer {token(self.user_id)}"}
+        ordered = sorted(self.catalog, key=lambda a: a["points"], reverse=True)
+        self.todo = [(a["id"], example(a["data"])) for a in ordered]  # pop() = lowest first
+
     def change(self) -> None:
+        if not _spawned["done"]:
+            return
+        if not self.todo:
+            self._new_user()
         self.complete()
+
+    tasks: ClassVar[list[Any]] = [change]  # only this: not the reads Player also does
 
 
 class ManyViewers(Viewer):
