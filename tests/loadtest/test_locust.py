@@ -99,3 +99,20 @@ def test_the_failover_scenario_passes_and_draws_its_timeline(tmp_path: Path) -> 
     finally:
         cli("down", "--purge", env=env)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_many_viewers_scenario_runs_clean(
+    stack: Stack, platform: tuple[int, int], tmp_path: Path
+) -> None:
+    api, ws = platform
+    done = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "viewers.py"),
+         "--headless", "--host", f"http://127.0.0.1:{api}", "-u", "24", "-r", "24", "-t", "6s",
+         "--csv", str(tmp_path / "viewers"), "--only-summary", "ManyViewers", "Changer"],
+        env=component_env(stack, LEADERBOARD_WS_URL=f"ws://127.0.0.1:{ws}/ws"), cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = _rows(tmp_path / "viewers_stats.csv")
+    assert int(rows[("POST", "/api/action/complete")]["Request Count"]) > 0  # changers changed
+    assert all(r["Failure Count"] == "0" for r in rows.values())  # no drop, no gap
