@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -159,6 +160,9 @@ def wait_http(url: str, timeout: float = 30) -> None:
 
 
 def main() -> int:
+    # Stopped from outside (timeout, Ctrl-C in CI): still run the finally blocks that stop the
+    # servers this benchmark started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )

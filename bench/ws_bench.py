@@ -26,6 +26,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -291,6 +292,9 @@ def render(results: list[dict[str, Any]]) -> str:
 
 
 def main() -> int:
+    # Stopped from outside (timeout, Ctrl-C in CI): still run the finally blocks that stop the
+    # servers this benchmark started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
