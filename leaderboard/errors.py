@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 
 class AppError(Exception):
     """An error the client is told about: ``{"error": {"code": ..., "message": ...}}``."""
@@ -14,6 +16,11 @@ class AppError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The error format of the contract, serialised."""
+    return orjson.dumps({"error": {"code": code, "message": message}})
 
 
 def invalid_request(message: str) -> AppError:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import orjson
 from pydantic import ValidationError
 
-from leaderboard.api.errors import describe_validation, error_body
+from leaderboard.api.errors import describe_validation
 from leaderboard.api.schemas import CompleteActionRequest
 from leaderboard.api.services import Services
 from leaderboard.auth import TokenError
-from leaderboard.errors import AppError, invalid_request
+from leaderboard.errors import AppError, error_body, invalid_request
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Request ids: unique per process (random prefix) and cheap (a counter, no syscall per request).

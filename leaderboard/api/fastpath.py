@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leaderboard.api.complete import Reply, complete_action
-from leaderboard.api.errors import error_body
 from leaderboard.api.services import Services
-from leaderboard.errors import AppError
+from leaderboard.errors import AppError, error_body
 
 COMPLETE = "/api/action/complete"
 TOP = "/api/leaderboard"

@@ -24,6 +24,7 @@ from websockets.server import ServerProtocol
 from leaderboard.auth import TokenError
 from leaderboard.broadcaster import metrics
 from leaderboard.broadcaster.hub import CLOSE_TRY_AGAIN, Hub
+from leaderboard.errors import error_body
 
 log = logging.getLogger("leaderboard.broadcaster")
 
@@ -58,8 +59,7 @@ def http_response(status: int, content_type: str, body: bytes) -> Response:
 
 
 def _error(status: int, code: str, message: str) -> Response:
-    body = ('{"error":{"code":"%s","message":"%s"}}' % (code, message)).encode()  # noqa: UP031
-    return http_response(status, "application/json", body)
+    return http_response(status, "application/json", error_body(code, message))
 
 
 class Connection(asyncio.Protocol):

@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from websockets.frames import Close, Frame, Opcode
+from websockets.frames import Frame, Opcode
 
 from leaderboard.broadcaster import metrics
 
@@ -42,10 +42,6 @@ PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)
 
 def text_frame(payload: bytes) -> bytes:
     return Frame(Opcode.TEXT, payload).serialize(mask=False)
-
-
-def close_frame(code: int, reason: str) -> bytes:
-    return Frame(Opcode.CLOSE, Close(code, reason).serialize()).serialize(mask=False)
 
 
 class Hub:

@@ -217,7 +217,7 @@ class LocalOperator:
                 raise StackError(f"{name} did not receive {old}'s last WAL; switchover aborted")
             await asyncio.sleep(0.05)
         await self.promote(name, old)
-        _clear_switchover(self.control_path)
+        write_control(self.stack.run_dir, switchover_to=None)
         self.record("switched-over", name, f"planned switchover from {old} to {name} done")
 
     async def rejoin(self, name: str) -> None:
@@ -282,7 +282,3 @@ def write_control(run_dir: Path, **changes: object) -> dict[str, object]:
     tmp.write_text(json.dumps(control))
     tmp.replace(path)
     return control
-
-
-def _clear_switchover(path: Path) -> None:
-    write_control(path.parent, switchover_to=None)

@@ -287,3 +287,11 @@ def test_sigterm_closes_every_client_with_1001(stack: Stack) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_refusal_is_valid_json_whatever_its_message_says() -> None:
+    from leaderboard.broadcaster.connection import _error
+
+    message = 'no usable signing key: Unable to find a signing key that matches: "k9"'
+    refusal = _error(401, "invalid_token", message)
+    assert json.loads(refusal.body) == {"error": {"code": "invalid_token", "message": message}}
