@@ -28,6 +28,7 @@ from leaderboard.devstack.process import (
 )
 
 SUPERUSER = "postgres"
+MEMBER_SCRIPT = Path(__file__).parent.parent / "operator" / "pg-member.sh"
 
 # Settings every member shares (a standby inherits them through pg_basebackup). The synchronous
 # standby list is not here: it is set with ALTER SYSTEM once the first standby streams, because
@@ -144,30 +145,29 @@ class Member:
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write(CLUSTER_CONF)
 
-    def clone_from(self, source: Member, password: str) -> None:
-        """Make this member a streaming standby of ``source`` (pg_basebackup -R)."""
+    def follow(self, primary: Member, password: str) -> None:
+        """Make this (stopped) member a standby of ``primary``: clone it when it has no data,
+        else pg_rewind it onto the primary's history (a former primary comes back as a
+        replica), with a fresh clone when rewind fails. The same script starts PostgreSQL pods
+        in Kubernetes, so the local drills exercise it.
+
+        The caller runs CHECKPOINT on ``primary`` first, or pg_rewind may see no divergence
+        ("no rewind required") and the member later fails to follow the new timeline.
+        """
         self._prepare_dirs()
-        if self.data_dir.exists():
-            shutil.rmtree(self.data_dir)
-        conninfo = (
-            f"host={source.host} port={source.port} user={SUPERUSER} "
-            f"password={password} application_name={self.name}"
-        )
         run(
-            [
-                self.bin("pg_basebackup"),
-                "-D",
-                self.data_dir,
-                "-d",
-                conninfo,
-                "-R",
-                "-X",
-                "stream",
-                "-c",
-                "fast",
-            ],
+            ["bash", MEMBER_SCRIPT, "prepare"],
             user=self.user,
-            what=f"pg_basebackup of {self.name} from {source.name}",
+            env={
+                "PATH": "/usr/bin:/bin",
+                "PGBIN": str(self.bin_dir),
+                "PGDATA": str(self.data_dir),
+                "MEMBER_NAME": self.name,
+                "PRIMARY_HOST": primary.host,
+                "PRIMARY_PORT": str(primary.port),
+                "PGPASSWORD": password,
+            },
+            what=f"{MEMBER_SCRIPT.name} prepare for {self.name} (following {primary.name})",
             timeout=300,
         )
 
@@ -186,34 +186,6 @@ class Member:
             f"host={self.host} port={self.port} user={SUPERUSER} password={password} "
             f"dbname=postgres"
         )
-
-    def rewind_from(self, source: Member, password: str) -> None:
-        """Make this (stopped) former primary a copy of ``source`` up to the fork: pg_rewind.
-
-        The caller runs CHECKPOINT on ``source`` first, or pg_rewind may see no divergence
-        ("no rewind required") and the member later fails to follow the new timeline.
-        """
-        run(
-            [
-                self.bin("pg_rewind"),
-                f"--target-pgdata={self.data_dir}",
-                f"--source-server=host={source.host} port={source.port} user={SUPERUSER} "
-                "dbname=postgres",
-            ],
-            user=self.user,
-            env={"PGPASSWORD": password, "PATH": "/usr/bin:/bin"},
-            what=f"pg_rewind of {self.name} from {source.name}",
-            timeout=300,
-        )
-
-    def configure_standby(self, upstream: Member, password: str) -> None:
-        """Mark this (stopped) member a standby streaming from ``upstream``."""
-        (self.data_dir / "standby.signal").touch()
-        conninfo = f"{upstream.conninfo(password)} application_name={self.name}"
-        with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
-            # Later lines win: this overrides what pg_basebackup or pg_rewind wrote.
-            conf.write(f"primary_conninfo = '{conninfo}'\n")
-        self.user.own(self.data_dir / "standby.signal")
 
     def start(self) -> None:
         if self.pid() is not None:

@@ -196,7 +196,7 @@ class Stack:
             if member is primary:
                 continue
             if not member.exists:
-                await asyncio.to_thread(member.clone_from, primary, self.superuser_password)
+                await asyncio.to_thread(member.follow, primary, self.superuser_password)
             member.start()
         self.redis.start()
         await asyncio.gather(

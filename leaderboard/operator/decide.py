@@ -44,6 +44,7 @@ class Member:
     failed_probes: int = 0
     running: bool = True  # its process (or pod) exists, whether or not it answers
     sync_standbys_enabled: bool = True  # primary: synchronous_standby_names is set
+    stalled_probes: int = 0  # replica: probes in a row that found it answering but not streaming
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Cluster:
     sync_candidates: frozenset[str] = frozenset()  # standbys last seen as sync/quorum
     durability: Durability = "required"
     failure_threshold: int = 3
+    stall_threshold: int = 10  # a replica not streaming for this many probes is rejoined
     paused: bool = False
     switchover_to: str | None = None
 
@@ -99,7 +101,21 @@ def decide(cluster: Cluster) -> Decision:
         return _healthy(cluster, primary)
 
     if primary.reachable and primary.role == "replica":
-        return Decision(Action.NONE, f"{primary.name} is in recovery; waiting for it to finish")
+        others = [m.name for m in cluster.members if m.reachable and m.role == "primary"]
+        if others:
+            return Decision(
+                Action.NONE,
+                f"{primary.name} is in recovery while {others[0]} accepts writes; "
+                "not acting on a state no decision of ours produced",
+            )
+        # A restarted member never promotes itself (pg-member.sh starts it as a standby): the
+        # member that was primary holds every acknowledged write, so it is the one to promote.
+        return Decision(
+            Action.PROMOTE,
+            f"{primary.name} was the primary and came back in recovery with no primary around; "
+            "promoting it back (it holds every acknowledged write)",
+            target=primary.name,
+        )
 
     if primary.failed_probes < cluster.failure_threshold:
         return Decision(
@@ -141,6 +157,13 @@ def _healthy(cluster: Cluster, primary: Member) -> Decision:
                 Action.FENCE,
                 f"{replica.name} runs but has not answered {replica.failed_probes} probes; "
                 "stopping it so it can rejoin",
+                target=replica.name,
+            )
+        if replica.role == "replica" and replica.stalled_probes >= cluster.stall_threshold:
+            return Decision(
+                Action.REJOIN,
+                f"{replica.name} answers but has not streamed for {replica.stalled_probes} "
+                f"probes; rejoining it to {primary.name} (pg_rewind)",
                 target=replica.name,
             )
         if replica.role == "replica" and replica.upstream not in (None, primary.name):

@@ -50,6 +50,7 @@ class LocalOperator:
         self.timeout_s = timeout_s
         self.failure_threshold = failure_threshold
         self.failures = {m.name: 0 for m in stack.members}
+        self.stalls = {m.name: 0 for m in stack.members}
         self.sync_candidates: frozenset[str] = frozenset()
         self.failovers = 0
         self.paused = False
@@ -80,6 +81,10 @@ class LocalOperator:
                     running=running,
                 )  # fmt: skip
             self.failures[member.name] = 0
+            streaming = seen.upstream_port is not None
+            self.stalls[member.name] = (
+                self.stalls[member.name] + 1 if seen.in_recovery and not streaming else 0
+            )
             if not seen.in_recovery and member.name == self.primary:
                 self.sync_candidates = seen.sync_standbys
             return Member(
@@ -91,6 +96,7 @@ class LocalOperator:
                 upstream=by_port.get(seen.upstream_port) if seen.upstream_port else None,
                 running=running,
                 sync_standbys_enabled=bool(seen.sync_names.strip()),
+                stalled_probes=self.stalls[member.name],
             )
 
         members = await asyncio.gather(*(one(m) for m in self.stack.members))
@@ -180,6 +186,7 @@ class LocalOperator:
         self.failovers += 1
         self.sync_candidates = frozenset()
         self.failures = {m: 0 for m in self.failures}
+        self.stalls = {m: 0 for m in self.stalls}
         self.stack.update_state(primary=name)
         self.record("promoted", name, f"{name} is the primary (failover {self.failovers})")
         for other in self.stack.members:  # the other standbys follow the new primary
@@ -224,23 +231,19 @@ class LocalOperator:
         member, primary = self._member(name), self._member(self.primary)
         password = self.stack.superuser_password
         started = time.monotonic()
+        if member.pid() is not None:  # a replica that answers but does not stream
+            await asyncio.to_thread(member.stop)
         conn = await primary.connect(password, timeout=5)
         try:
             await conn.execute("CHECKPOINT")  # else pg_rewind may see no fork and skip it
         finally:
             await conn.close()
         checkpointed = time.monotonic()
-        try:
-            await asyncio.to_thread(member.rewind_from, primary, password)
-            how = f"pg_rewind in {time.monotonic() - checkpointed:.2f} s after a "
-            how += f"{checkpointed - started:.2f} s checkpoint"
-        except StackError as exc:
-            log.warning("pg_rewind of %s failed (%s); cloning it afresh", name, exc)
-            await asyncio.to_thread(member.clone_from, primary, password)
-            how = "a fresh clone"
-        await asyncio.to_thread(member.configure_standby, primary, password)
+        await asyncio.to_thread(member.follow, primary, password)
+        how = f"{time.monotonic() - checkpointed:.2f} s after a "
+        how += f"{checkpointed - started:.2f} s checkpoint"
         member.start()
-        self.failures[name] = 0
+        self.failures[name] = self.stalls[name] = 0
         self.record("rejoined", name, f"{name} restarted as a replica of {primary.name} ({how})")
 
     async def repoint(self, name: str) -> None:

@@ -19,6 +19,34 @@ def cluster(*members: Member, **kw: object) -> Cluster:
 
 CASES: list[tuple[str, Cluster, Action, str | None, str]] = [
     ("paused", cluster(DEAD, R1, paused=True), Action.NONE, None, "paused"),
+    (
+        "the primary came back in recovery, nobody else primary: promote it back",
+        cluster(Member("m0", reachable=True, role="replica", lsn=100), R1),
+        Action.PROMOTE,
+        "m0",
+        "promoting it back",
+    ),
+    (
+        "the primary in recovery while another accepts writes: no guessing",
+        cluster(Member("m0", reachable=True, role="replica"), Member("m1", True, "primary")),
+        Action.NONE,
+        None,
+        "m1 accepts writes",
+    ),
+    (
+        "a replica that answers but never streams is rejoined",
+        cluster(P, Member("m1", reachable=True, role="replica", stalled_probes=10)),
+        Action.REJOIN,
+        "m1",
+        "has not streamed for 10 probes",
+    ),
+    (
+        "a replica briefly not streaming is left alone",
+        cluster(P, Member("m1", reachable=True, role="replica", stalled_probes=9), R2),
+        Action.NONE,
+        None,
+        "1 of 2 replicas streaming",
+    ),
     ("healthy", cluster(P, R1, R2), Action.NONE, None, "2 of 2 replicas streaming"),
     (
         "one slow probe is not a failure",
@@ -107,13 +135,6 @@ CASES: list[tuple[str, Cluster, Action, str | None, str]] = [
         Action.ENABLE_SYNC,
         "m0",
         "requiring a synchronous standby",
-    ),
-    (
-        "the primary in recovery is waited for",
-        cluster(Member("m0", reachable=True, role="replica"), R1),
-        Action.NONE,
-        None,
-        "in recovery",
     ),
     (
         "switchover to a synchronous replica",
