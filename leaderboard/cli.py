@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the score API (what its container runs)")
     api.add_argument("--host", help="address to bind (default: LEADERBOARD_HOST)")
     sub.add_parser("broadcaster", help="run the WebSocket broadcaster (what its container runs)")
+    sub.add_parser(
+        "operator", help="run the Kubernetes failover operator (kopf; what its container runs)"
+    )
 
     sub.add_parser("pause", help="the operator observes but takes no action")
     sub.add_parser("resume", help="the operator acts again")
@@ -157,6 +160,13 @@ def _broadcaster(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(settings: Settings, args: argparse.Namespace) -> int:
+    from leaderboard.operator import kube
+
+    kube.run(settings.operator_metrics_port, settings.operator_health_port)
+    return 0
+
+
 def _pause(settings: Settings, args: argparse.Namespace) -> int:
     from leaderboard.operator.local import write_control
 
@@ -202,6 +212,7 @@ _COMMANDS = {
     "token": _token,
     "api": _api,
     "broadcaster": _broadcaster,
+    "operator": _operator,
     "drill": _drill,
     "pause": _pause,
     "resume": _pause,

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     operator_enabled: bool = Field(
         True, description="`leaderboard up` runs the failover operator over the local members."
     )
+    operator_metrics_port: int = Field(
+        8002, ge=1, le=65535, description="`leaderboard operator`: Prometheus metrics port."
+    )
+    operator_health_port: int = Field(
+        8003, ge=1, le=65535, description="`leaderboard operator`: liveness port (/healthz)."
+    )
     durability: Literal["required", "preferred"] = Field(
         "required",
         description="`required`: promote only a synchronous replica and make writes wait for "

@@ -1,0 +1,279 @@
+"""The Kubernetes shell against kmock (the only mock here: no cluster can run) and a real
+PostgreSQL primary + synchronous standby standing in for the pods ``member0`` and ``member1``
+(named like the local members, as pods are named like their application_name).
+
+Two operator instances run in-process against the same emulated API server; one holds the
+Lease and acts, the other stands by. Killing the primary's postgres makes the active one fail
+over; the test then checks what Kubernetes users look at: pod labels, the -rw/-ro Services,
+the -app Secret, the PostgresCluster's status and the Events. The old primary then comes back
+the way its StatefulSet would bring it back, through pg-member.sh, as a replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import warnings
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+import pytest
+import pytest_asyncio
+from kmock import Server
+from lightkube import AsyncClient, KubeConfig
+from lightkube.config.models import Cluster, User
+
+from leaderboard.devstack.stack import Stack
+from leaderboard.operator import kube
+from leaderboard.operator.kube import KubeOperator
+from tests.conftest import own_cluster
+from tests.operator.kubemock import Emulator
+from tests.support import eventually
+
+pytestmark = [
+    pytest.mark.slow,
+    # kopf 1.45, cancelled in-process, leaves a coroutine unawaited and its aiohttp session open.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+]
+
+NS = "shop"
+CR = ("leaderboard.dev/v1/postgresclusters", NS, "pg")
+PODS = "v1/pods"
+
+
+@dataclass
+class Instance:
+    identity: str
+    client: AsyncClient
+    operators: list[KubeOperator] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class World:
+    k8s: Emulator
+    url: str
+    stack: Stack
+    instances: list[Instance] = field(default_factory=list)
+
+    def obj(self, resource: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = self.k8s.objects[resource, NS, name]
+        except KeyError:
+            return None
+        return None if found.deleted else dict(found.raw)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        found = self.obj(CR[0], CR[2])
+        return dict((found or {}).get("status") or {})
+
+    def role(self, pod: str) -> str | None:
+        found = self.obj(PODS, pod)
+        return None if found is None else found["metadata"].get("labels", {}).get(kube.ROLE_LABEL)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [
+            dict(o.raw)
+            for (res, _, _), o in self.k8s.objects.items()
+            if str(res).startswith("v1/events") or getattr(res, "plural", "") == "events"
+        ]
+
+    def add_pod(self, name: str) -> None:
+        """As its StatefulSet would create it; the port is the local member's."""
+        port = next(m.port for m in self.stack.members if m.name == name)
+        self.k8s.objects[PODS, NS, name] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "labels": {kube.CLUSTER_LABEL: "pg"},
+                "resourceVersion": "1",
+            },
+            "spec": {
+                "containers": [
+                    {"name": "postgres", "ports": [{"name": "postgres", "containerPort": port}]}
+                ]
+            },
+            "status": {"phase": "Running", "podIP": "127.0.0.1"},
+        }
+
+    def start(self, identity: str) -> Instance:
+        client = AsyncClient(KubeConfig.from_one(cluster=Cluster(server=self.url), user=User()))
+        instance = Instance(identity, client)
+        registry = kopf.OperatorRegistry()
+        kube.register(registry)
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=self.url)
+
+        memo = kopf.Memo(
+            client=client,
+            identity=identity,
+            operators=instance.operators,
+        )
+        instance.task = asyncio.create_task(
+            kopf.operator(registry=registry, memo=memo, clusterwide=True, standalone=True)
+        )
+        self.instances.append(instance)
+        return instance
+
+    async def stop(self, instance: Instance) -> None:
+        """Cancel it. (kopf 1.45's graceful stop waits on kmock's endless watch streams; and
+        cancelling one in-process kopf operator cancels the others too.)"""
+        assert instance.task is not None
+        instance.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await instance.task
+        await instance.client.close()
+
+
+async def until(world: World, check: Callable[[], bool], *, timeout: float, what: str) -> None:
+    async def holds() -> bool:
+        return check()
+
+    try:
+        await eventually(holds, timeout=timeout, interval=0.1)
+    except AssertionError:
+        raise AssertionError(f"waiting for {what}; status: {world.status}") from None
+
+
+def _secret(stack: Stack) -> dict[str, Any]:
+    def b64(value: str) -> str:
+        return base64.b64encode(value.encode()).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "pg-credentials", "namespace": NS, "resourceVersion": "1"},
+        "data": {
+            "superuser-password": b64(stack.superuser_password),
+            "app-password": b64(stack.app_password),
+            "app-username": b64(stack.layout.pg_user),
+            "app-database": b64(stack.layout.pg_database),
+        },
+    }
+
+
+@pytest_asyncio.fixture
+async def world() -> AsyncIterator[World]:
+    async with own_cluster("lb-kube-") as stack, Emulator() as k8s, Server(k8s) as server:
+        with warnings.catch_warnings():  # kmock 0.8 reads it with a deprecated importlib call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            k8s.resources.load_bundled()
+        k8s.resources["leaderboard.dev/v1/postgresclusters"] = {
+            "namespaced": True, "kind": "PostgresCluster", "singular": "postgrescluster",
+            "verbs": ["get", "list", "watch", "patch", "update"], "subresources": ["status"],
+        }  # fmt: skip
+        k8s.objects["v1/secrets", NS, "pg-credentials"] = _secret(stack)
+        k8s.objects[CR] = {
+            "apiVersion": "leaderboard.dev/v1",
+            "kind": "PostgresCluster",
+            "metadata": {"name": "pg", "namespace": NS, "uid": "pg-uid", "resourceVersion": "1"},
+            "spec": {"instances": 2, "durability": "required", "probe": {"intervalSeconds": 0.3}},
+        }
+        w = World(k8s=k8s, url=str(server.url).rstrip("/"), stack=stack)
+        w.add_pod("member0")
+        w.add_pod("member1")
+        try:
+            yield w
+        finally:
+            for instance in w.instances:
+                await w.stop(instance)
+
+
+async def test_failover_moves_labels_status_and_events_and_only_the_lease_holder_acts(
+    world: World,
+) -> None:
+    a = world.start("operator-a")
+    await until(
+        world,
+        lambda: world.status.get("phase") == "Healthy",
+        timeout=30,
+        what="operator-a to adopt",
+    )
+    assert world.status["currentPrimary"] == "member0" and world.status["leader"] == "operator-a"
+    assert (world.role("member0"), world.role("member1")) == ("primary", "replica")
+    rw, ro = world.obj("v1/services", "pg-rw"), world.obj("v1/services", "pg-ro")
+    assert rw and rw["spec"]["selector"] == {kube.CLUSTER_LABEL: "pg", kube.ROLE_LABEL: "primary"}
+    assert ro and ro["spec"]["selector"] == {kube.CLUSTER_LABEL: "pg", kube.ROLE_LABEL: "replica"}
+    app = world.obj("v1/secrets", "pg-app")
+    assert app and app["stringData"]["uri"] == (
+        f"postgresql://{world.stack.layout.pg_user}:{world.stack.app_password}"
+        f"@pg-rw.{NS}.svc:5432/{world.stack.layout.pg_database}"
+    )
+    assert app["metadata"]["ownerReferences"][0]["uid"] == "pg-uid"
+
+    # A second instance finds the Lease taken and stands by: it never writes anything.
+    b = world.start("operator-b")
+    await until(
+        world,
+        lambda: bool(b.operators) and b.operators[0].standby_rounds >= 5,
+        timeout=30,
+        what="operator-b to try the lease",
+    )
+    lease = world.obj("coordination.k8s.io/v1/leases", "pg-operator")
+    assert lease and lease["spec"]["holderIdentity"] == "operator-a"
+
+    # The primary's postgres dies; its pod object stays (a crashed container, a lost node).
+    world.stack.members[0].kill()
+    await until(
+        world,
+        lambda: (
+            world.status.get("currentPrimary") == "member1"
+            and world.status.get("phase") in ("Degraded", "Healthy")
+        ),
+        timeout=30,
+        what="the failover",
+    )
+    status = world.status
+    assert status["targetPrimary"] == "member1"
+    assert status["failoverCount"] == 1 and status["lastFailover"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and "member1" in ready["message"]
+    assert world.obj(PODS, "member0") is None  # fenced: deleted with no grace
+    assert world.role("member1") == "primary"
+    assert await world.stack.members[1].probe_role(world.stack.superuser_password) == "primary"
+    assert world.obj("v1/secrets", "pg-app")["stringData"]["host"] == f"pg-rw.{NS}.svc"  # type: ignore[index]
+
+    events = world.events()
+    assert {e["reportingInstance"] for e in events} == {"operator-a"}
+    assert all(e["involvedObject"]["name"] == "pg" for e in events)
+    reasons = [e["reason"] for e in sorted(events, key=lambda e: e["metadata"]["name"])]
+    assert reasons.index("Promote") < reasons.index("Fenced") < reasons.index("Promoted")
+    promote = next(e for e in events if e["reason"] == "Promote")
+    assert "promoting member1" in promote["message"]
+
+    # The StatefulSet recreates member0; pg-member.sh makes the old primary a replica (pg_rewind).
+    old, new = world.stack.members
+    await asyncio.to_thread(old.follow, new, world.stack.superuser_password)
+    old.start()
+    world.add_pod("member0")
+    await until(
+        world,
+        lambda: world.role("member0") == "replica" and world.status.get("phase") == "Healthy",
+        timeout=60,
+        what="member0 to rejoin as a replica",
+    )
+    assert world.status["syncStandbys"] == ["member0"]
+    assert {e["reportingInstance"] for e in world.events()} == {"operator-a"}
+
+    # The operators stop (releasing the Lease); a new instance carries on from the recorded
+    # status rather than from scratch: same primary, same failover count, no new promotion.
+    await world.stop(a)
+    await world.stop(b)
+    client = AsyncClient(KubeConfig.from_one(cluster=Cluster(server=world.url), user=User()))
+    successor = KubeOperator(client, namespace=NS, name="pg", identity="operator-c")
+    try:
+        await successor.step()
+    finally:
+        await client.close()
+    assert world.status["leader"] == "operator-c"
+    assert world.status["currentPrimary"] == "member1" and world.status["failoverCount"] == 1
+    assert world.role("member1") == "primary" and world.role("member0") == "replica"
