@@ -31,6 +31,6 @@ ENV VIRTUAL_ENV=/opt/venv \
     LEADERBOARD_RUN_DIR=/tmp/leaderboard
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
-EXPOSE 8000 8001
+EXPOSE 8000 8001 8002 8003
 ENTRYPOINT ["leaderboard"]
 CMD ["api"]

@@ -38,8 +38,9 @@ pytest: install ## the test suite only
 clean: ## remove the virtualenv and caches (not the local stack's data: `leaderboard down --purge`)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
 
-docs: install ## regenerate the generated parts of README.md (settings table)
+docs: install ## regenerate the generated files (README settings table, Grafana dashboards)
 	$(BIN)/python scripts/readme.py
+	$(BIN)/python scripts/dashboards.py
 
 bench: install ## measure the API's hot paths against pgbench and a bare endpoint; updates README
 	@command -v wrk >/dev/null || ./scripts/system-deps.sh wrk

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Debian packages the local stack needs (Redis, PostgreSQL server) when missing.
+# Install the Debian packages the stack and its tests need (Redis, PostgreSQL, promtool...).
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -euo pipefail
 
@@ -9,6 +9,8 @@ compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgres
 command -v pgbench >/dev/null 2>&1 || missing+=(postgresql-contrib)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the live page's browser test
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # the chart's alert rules
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)  # the PostgreSQL start script
 for extra in "$@"; do
     dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra")
 done
@@ -27,6 +29,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts services on install where it can; the stack runs its own on its own ports.
-for svc in redis-server postgresql; do
+for svc in redis-server postgresql prometheus prometheus-node-exporter; do
     if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" 2>/dev/null || true; fi
 done

@@ -30,27 +30,11 @@ from leaderboard.devstack.process import (
 SUPERUSER = "postgres"
 MEMBER_SCRIPT = Path(__file__).parent.parent / "operator" / "pg-member.sh"
 
-# Settings every member shares (a standby inherits them through pg_basebackup). The synchronous
-# standby list is not here: it is set with ALTER SYSTEM once the first standby streams, because
-# a primary that requires a standby before one exists hangs every commit.
-CLUSTER_CONF = """
-# -- written by the leaderboard local stack (port/socket/address come from the command line)
-wal_level = replica
-max_wal_senders = 10
-max_replication_slots = 10
-wal_log_hints = on
-hot_standby = on
-hot_standby_feedback = on
-wal_keep_size = '256MB'
-wal_sender_timeout = '5s'
-wal_receiver_status_interval = '1s'
-wal_receiver_timeout = '5s'
-wal_retrieve_retry_interval = '500ms'
-synchronous_commit = on
-max_connections = 200
-log_line_prefix = '%m [%p] %q%a '
-log_min_messages = warning
-"""
+# Settings every member shares, here and in Kubernetes (a standby inherits them through
+# pg_basebackup). The synchronous standby list is not there: it is set with ALTER SYSTEM once the
+# first standby streams, because a primary that requires a standby before one exists hangs
+# every commit.
+CLUSTER_CONF = (Path(__file__).parent.parent / "operator" / "pg-cluster.conf").read_text()
 
 
 def find_bin_dir(configured: Path | None) -> Path:

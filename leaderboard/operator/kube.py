@@ -650,6 +650,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.peering.standalone = True  # the Lease decides who acts, not kopf peering
         settings.posting.enabled = False  # our own Events, one per decision
+        settings.scanning.disabled = True  # no cluster-wide CRD/namespace watching: less RBAC
         if "client" not in memo:
             memo.client = AsyncClient(KubeConfig.from_env())
         if "identity" not in memo:
@@ -680,12 +681,15 @@ register(kopf.get_default_registry())
 
 
 def run(metrics_port: int, health_port: int) -> None:
-    """``leaderboard operator``: every PostgresCluster in every namespace."""
+    """``leaderboard operator``: the PostgresClusters of its own namespace (``POD_NAMESPACE``,
+    so a namespaced Role suffices), or of every namespace when that is not set."""
     from prometheus_client import start_http_server
 
     start_http_server(metrics_port)
+    namespace = os.environ.get("POD_NAMESPACE")
     kopf.run(
-        clusterwide=True,
+        clusterwide=namespace is None,
+        namespaces=[namespace] if namespace else [],
         standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz",
     )

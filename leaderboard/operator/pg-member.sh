@@ -20,7 +20,7 @@
 #
 # Environment: PGDATA, MEMBER_NAME (its application_name and cluster_name), PRIMARY_HOST,
 # PRIMARY_PORT, PGPASSWORD (the superuser's), optional PGBIN (folder of the server binaries),
-# BOOTSTRAP (primary on the one member that may initdb), CLUSTER_CONF (file appended to
+# BOOTSTRAP (primary on the one member that may initdb; or BOOTSTRAP_MEMBER names it), CLUSTER_CONF (file appended to
 # postgresql.conf by initdb), PGPORT (the port this member listens on, for `start`).
 set -euo pipefail
 
@@ -28,6 +28,10 @@ set -euo pipefail
 if [[ -n "${PGBIN:-}" ]]; then PATH="$PGBIN:$PATH"; fi
 export PGDATA PGPASSWORD PATH
 EX_TEMPFAIL=75
+# In Kubernetes the first pod of the StatefulSet is the one that may create the cluster.
+if [[ -n "${BOOTSTRAP_MEMBER:-}" && "$BOOTSTRAP_MEMBER" == "$MEMBER_NAME" ]]; then
+    BOOTSTRAP=primary
+fi
 
 log() { echo "pg-member[$MEMBER_NAME]: $*" >&2; }
 

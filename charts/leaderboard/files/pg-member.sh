@@ -1,0 +1,1 @@
+../../../leaderboard/operator/pg-member.sh

@@ -1,0 +1,229 @@
+"""The Helm chart, rendered and checked offline with the real tools: the Helm v4 SDK (render,
+lint --strict), kubernetes-validate (official schemas of 1.29, 1.33 and 1.35), jsonschema (the
+custom resource against its CRD), promtool (alert rules and their unit tests)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from helm_python import Chart
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "leaderboard"
+KUBE_VERSIONS = ["1.29", "1.33", "1.35"]
+CUSTOM = {"PostgresCluster", "ServiceMonitor", "PrometheusRule"}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "ha": {
+        "postgres": {"instances": 3},
+        "api": {"replicas": 3},
+        "broadcaster": {"replicas": 3},
+        "ingress": {"enabled": True, "className": "nginx", "tlsSecretName": "lb-tls"},
+        "monitoring": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "dashboards": {"enabled": True},
+        },
+    },
+    "minimal": {
+        "api": {"replicas": 1, "autoscaling": {"enabled": False}},
+        "broadcaster": {"replicas": 1, "autoscaling": {"enabled": False}},
+        "redis": {"enabled": False, "externalUrl": "redis://redis.example:6379/0"},
+        "networkPolicy": {"enabled": False},
+        "topologySpread": False,
+        "auth": {"algorithm": "RS256", "jwksUrl": "https://id.example/.well-known/jwks.json"},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[Chart]:
+    loaded = Chart.load(str(CHART))
+    try:
+        yield loaded
+    finally:
+        loaded.close()
+
+
+def render(chart: Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
+    out = chart.render(values, name="lb", namespace="shop", is_install=True)
+    docs: list[dict[str, Any]] = []
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("kube", KUBE_VERSIONS)
+def test_lint_is_clean_in_strict_mode(profile: str, kube: str) -> None:
+    report = helm_python.lint(
+        str(CHART), PROFILES[profile], strict=True, namespace="shop", kube_version=f"v{kube}.0"
+    )
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not problems and not report["errors"], (problems, report["errors"])
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_object_is_strictly_valid_for_each_kubernetes_version(
+    chart: Chart, profile: str
+) -> None:
+    docs = render(chart, PROFILES[profile])
+    crd = yaml.safe_load((CHART / "crds" / "postgresclusters.leaderboard.dev.yaml").read_text())
+    for kube in KUBE_VERSIONS:
+        kubernetes_validate.validate(crd, kube, strict=True)
+        for doc in docs:
+            if doc["kind"] in CUSTOM:
+                continue
+            try:
+                kubernetes_validate.validate(doc, kube, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                name = f"{doc['kind']} {doc['metadata']['name']}"
+                raise AssertionError(f"{name} ({kube}): {exc}") from None
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_postgres_cluster_is_valid_against_its_crd(chart: Chart, profile: str) -> None:
+    crd = yaml.safe_load((CHART / "crds" / "postgresclusters.leaderboard.dev.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    (cluster,) = by_kind(render(chart, PROFILES[profile]), "PostgresCluster")
+    jsonschema.validate(cluster, schema)
+    (sts,) = [s for s in by_kind(render(chart, PROFILES[profile]), "StatefulSet")
+              if s["metadata"]["name"] == cluster["metadata"]["name"]]  # fmt: skip
+    assert sts["spec"]["replicas"] == cluster["spec"]["instances"]
+
+
+def test_profiles_render_what_they_promise(chart: Chart) -> None:
+    ha = render(chart, PROFILES["ha"])
+    kinds = {d["kind"] for d in ha}
+    assert {"ServiceMonitor", "PrometheusRule", "Ingress", "NetworkPolicy"} <= kinds
+    assert (
+        len([d for d in by_kind(ha, "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]])
+        == 4
+    )
+    assert {h["spec"]["minReplicas"] for h in by_kind(ha, "HorizontalPodAutoscaler")} == {3}
+    minimal = render(chart, PROFILES["minimal"])
+    kinds = {d["kind"] for d in minimal}
+    assert not {"HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor"} & kinds
+    assert not [s for s in by_kind(minimal, "StatefulSet") if "redis" in s["metadata"]["name"]]
+    (api,) = [d for d in by_kind(minimal, "Deployment") if d["metadata"]["name"].endswith("-api")]
+    env = {
+        e["name"]: e.get("value") for e in api["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["LEADERBOARD_REDIS_URL"] == "redis://redis.example:6379/0"
+    assert env["LEADERBOARD_JWT_JWKS_URL"] == "https://id.example/.well-known/jwks.json"
+
+
+def test_every_container_is_locked_down(chart: Chart) -> None:
+    for doc in render(chart, PROFILES["ha"]):
+        template = doc.get("spec", {}).get("template", {}).get("spec")
+        pod = template or (doc["spec"] if doc["kind"] == "Pod" else None)
+        if pod is None:
+            continue
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {
+                "drop": ["ALL"]
+            }
+            assert sc["readOnlyRootFilesystem"] is True, c["name"]
+            assert c["resources"]["requests"] and c["resources"]["limits"], c["name"]
+
+
+def test_broadcaster_grace_period_covers_its_drain(chart: Chart) -> None:
+    docs = render(chart, {"broadcaster": {"drainSeconds": 40}})
+    (ws,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("broadcaster")
+    ]
+    spec = ws["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["LEADERBOARD_WS_DRAIN_S"] == "40" and spec["terminationGracePeriodSeconds"] > 40
+
+
+def test_the_start_script_is_the_one_the_local_stack_runs(chart: Chart) -> None:
+    (scripts,) = [
+        d
+        for d in by_kind(render(chart, {}), "ConfigMap")
+        if d["metadata"]["name"].endswith("-scripts")
+    ]
+    local = ROOT / "leaderboard" / "operator"
+    assert scripts["data"]["pg-member.sh"] == (local / "pg-member.sh").read_text()
+    assert scripts["data"]["pg-cluster.conf"] == (local / "pg-cluster.conf").read_text()
+
+
+BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
+    ("one PostgreSQL member is no HA", {"postgres": {"instances": 1}}),
+    ("unknown durability", {"postgres": {"durability": "maybe"}}),
+    ("replicas as a string", {"api": {"replicas": "three"}}),
+    ("a typo in a key", {"api": {"replicaz": 3}}),
+    ("RS256 without a key or JWKS URL", {"auth": {"algorithm": "RS256"}}),
+    ("external Redis without a URL", {"redis": {"enabled": False}}),
+    ("a bad storage size", {"postgres": {"storage": {"size": "lots"}}}),
+    ("a bad CPU quantity", {"api": {"resources": {"limits": {"cpu": "fast"}}}}),
+]
+
+
+@pytest.mark.parametrize(("why", "values"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_bad_values_are_rejected_by_the_schema(
+    chart: Chart, why: str, values: dict[str, Any]
+) -> None:
+    with pytest.raises(helm_python.HelmError):
+        chart.validate_schema(values)
+
+
+def test_every_value_is_documented() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^\s*[A-Za-z][A-Za-z0-9]*:\s*\S", line) and not line.strip().startswith("#"):
+            if re.match(r"^\s*(requests|limits):", line):
+                continue  # inside a documented `resources` value
+            assert lines[i - 1].strip().startswith("# --"), f"values.yaml:{i + 1} {line.strip()}"
+
+
+def test_alert_rules_pass_promtool() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: apt-get install prometheus (scripts/system-deps.sh)"
+    check = subprocess.run(
+        [promtool, "check", "rules", str(CHART / "files" / "alerts.yaml")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    unit = subprocess.run(
+        [promtool, "test", "rules", "alerts-test.yaml"],
+        cwd=Path(__file__).parent, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert unit.returncode == 0, unit.stdout + unit.stderr
+
+
+def test_dashboards_are_current() -> None:
+    import scripts.dashboards as dashboards
+
+    for name, text in dashboards.render().items():
+        assert (CHART / "files" / "dashboards" / name).read_text() == text, "run make docs"
+
+
+def used_metric_names() -> set[str]:
+    text = (CHART / "files" / "alerts.yaml").read_text()
+    for path in (CHART / "files" / "dashboards").glob("*.json"):
+        for panel in json.loads(path.read_text())["panels"]:
+            text += " " + " ".join(t["expr"] for t in panel["targets"])
+    names = set(re.findall(r"\bleaderboard_[a-z0-9_]+", text))
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
