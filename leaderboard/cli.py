@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     failover.add_argument("--count", type=int, default=1, help="drills in a row (A->B->A...)")
     failover.add_argument("--fault", choices=["kill", "hang", "standby"], default="kill")
     failover.add_argument("--json", action="store_true", help="print one JSON object")
+    failover.add_argument(
+        "--kube", action="store_true", help="drill a cluster through kubectl (docs/runbook)"
+    )
+    failover.add_argument("--namespace", default="default", help="--kube: the namespace")
+    failover.add_argument("--cluster", default="leaderboard-pg", help="--kube: PostgresCluster")
+    failover.add_argument(
+        "--api-url", default="http://127.0.0.1:8000", help="--kube: the API (a port-forward)"
+    )
     return parser
 
 
@@ -195,10 +203,15 @@ def _switchover(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _drill(settings: Settings, args: argparse.Namespace) -> int:
-    from leaderboard.operator.drill import drill, report, summary
+    from leaderboard.operator.drill import LocalTarget, Target, drill, report, summary
+    from leaderboard.operator.kubedrill import KubeTarget
 
-    stack = Stack.from_settings(settings, services=True)
-    results = asyncio.run(drill(stack, settings, args.fault, args.count))
+    target: Target
+    if args.kube:
+        target = KubeTarget(namespace=args.namespace, cluster=args.cluster, api_url=args.api_url)
+    else:
+        target = LocalTarget(Stack.from_settings(settings, services=True))
+    results = asyncio.run(drill(target, settings, args.fault, args.count))
     print(report(results, args.json))
     s = summary(results)
     ok = s["lost_writes"] == 0 and s["demoted_acks"] == 0 and s["all_rejoined"]

@@ -7,7 +7,9 @@ standby (``standby``: with durability "required" writes wait until it is back), 
 
 - detection: fault -> the operator's decision to promote;
 - promotion: fault -> the new primary promoted;
-- write downtime: fault -> the first acknowledged write of a request sent after the fault;
+- write downtime: the longest time, from the fault on, in which no write was acknowledged
+  (from the last acknowledgement before the fault). Measured on the acknowledgements alone,
+  it does not depend on when a fault sent through kubectl really lands;
 - lost writes: acknowledged writes missing on the new primary afterwards (must be 0);
 - demoted acks: of those, the ones acknowledged after the promotion (a demoted primary
   acknowledging writes; must be 0);
@@ -24,8 +26,7 @@ import statistics
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import asyncpg
 import httpx
@@ -102,12 +103,73 @@ class Load:
         await self._client.aclose()
 
 
-def _events_after(path: Path, since: float) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    return [e for e in map(json.loads, lines) if e["ts"] >= since]
+class Target(Protocol):
+    """What a drill breaks and watches: the local stack, or a cluster through kubectl."""
+
+    async def api_url(self) -> str: ...
+
+    async def members(self) -> tuple[str | None, dict[str, str]]:
+        """The current primary and every member's role (primary, replica or down)."""
+
+    async def inject(self, fault: Fault, victim: str) -> None: ...
+
+    async def heal(self, fault: Fault, victim: str) -> None:
+        """After the failover: wake a hung member (the operator has fenced it)."""
+
+    async def decisions(self, since: float) -> dict[str, float]:
+        """When the operator decided to promote and when it had promoted (Unix times)."""
+
+    async def stored(self, users: list[str]) -> set[str]:
+        """Of these users, those whose completion the current primary holds."""
+
+
+class LocalTarget:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self._pids: dict[str, int] = {}
+
+    async def api_url(self) -> str:
+        return self.stack.api_url
+
+    async def members(self) -> tuple[str | None, dict[str, str]]:
+        status = await self.stack.status()
+        if not status["running"]:
+            raise RuntimeError("the local stack is not running (leaderboard up --detach)")
+        self._pids = {m["name"]: m["pid"] for m in status["members"] if m["pid"]}
+        return status["primary"], {m["name"]: m["role"] for m in status["members"]}
+
+    async def inject(self, fault: Fault, victim: str) -> None:
+        pid = self._pids[victim]
+        if fault == "hang":  # a hung server: the postmaster and every backend stop
+            signal_tree(pid, signal.SIGSTOP)
+        else:  # a crash: the postmaster dies, its backends notice and exit
+            os.kill(pid, signal.SIGKILL)
+
+    async def heal(self, fault: Fault, victim: str) -> None:
+        if fault == "hang":
+            signal_tree(self._pids[victim], signal.SIGCONT)
+
+    async def decisions(self, since: float) -> dict[str, float]:
+        try:
+            lines = (self.stack.run_dir / "operator.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return {}
+        found: dict[str, float] = {}
+        for event in map(json.loads, lines):
+            if event["ts"] >= since and event["action"] in ("promote", "promoted"):
+                found.setdefault(event["action"], event["ts"])
+        return found
+
+    async def stored(self, users: list[str]) -> set[str]:
+        status = await self.stack.status()
+        conn = await asyncpg.connect(status["database_url"], timeout=10)
+        try:
+            rows = await conn.fetch(
+                "SELECT user_id FROM completions WHERE user_id = ANY($1::text[])", users
+            )
+        finally:
+            await conn.close()
+        return {r["user_id"] for r in rows}
 
 
 async def _wait(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
@@ -119,31 +181,25 @@ async def _wait(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
     return False
 
 
-async def drill_once(stack: Stack, settings: Settings, fault: Fault) -> DrillResult:
-    status = await stack.status()
-    if not status["running"] or status["primary"] is None:
-        raise RuntimeError("the local stack is not running (leaderboard up --detach)")
-    old = next(m for m in status["members"] if m["role"] == "primary")
+async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillResult:
+    old, roles = await target.members()
+    if old is None:
+        raise RuntimeError("no primary to fail over from")
     victim = old
     if fault == "standby":
-        victim = next(m for m in status["members"] if m["role"] == "replica")
-    events = stack.run_dir / "operator.jsonl"
-    async with Load(status["api_url"], settings) as load:
+        victim = next(name for name, role in roles.items() if role == "replica")
+    async with Load(await target.api_url(), settings) as load:
         if not await _wait(lambda: _true(len(load.acks) >= 20), 15):
             raise RuntimeError("the API acknowledges no writes before the fault")
         fault_at = time.time()
-        if fault == "hang":  # a hung server: the postmaster and every backend stop
-            signal_tree(victim["pid"], signal.SIGSTOP)
-        else:  # a crash: the postmaster dies, its backends notice and exit
-            os.kill(victim["pid"], signal.SIGKILL)
+        await target.inject(fault, victim)
 
         async def promoted() -> bool:
-            return any(e["action"] == "promoted" for e in _events_after(events, fault_at))
+            return "promoted" in await target.decisions(fault_at)
 
         if fault != "standby":
-            await _wait(promoted, 60)
-        if fault == "hang":  # the old primary wakes up after the failover (it was fenced)
-            signal_tree(old["pid"], signal.SIGCONT)
+            await _wait(promoted, 60, interval=0.1)
+        await target.heal(fault, victim)
 
         async def written_after() -> bool:
             return any(sent > fault_at for _, sent, _ in load.acks)
@@ -151,33 +207,30 @@ async def drill_once(stack: Stack, settings: Settings, fault: Fault) -> DrillRes
         await _wait(written_after, 60)
         await asyncio.sleep(1.0)  # a little steady state after recovery
 
-    after = _events_after(events, fault_at)
-    decided = next((e for e in after if e["action"] == "promote"), None)
-    promoted_event = next((e for e in after if e["action"] == "promoted"), None)
-    first_ack = min((ack for _, sent, ack in load.acks if sent > fault_at), default=None)
+    decided = await target.decisions(fault_at)
 
     async def rejoined() -> bool:
-        members = (await stack.status())["members"]
-        return any(m["name"] == victim["name"] and m["role"] == "replica" for m in members)
+        return (await target.members())[1].get(victim) == "replica"
 
-    await _wait(rejoined, 30, interval=0.2)
-    rejoined_event = next(
-        (e for e in _events_after(events, fault_at) if e["action"] == "rejoined"), None
-    )
-    new_status = await stack.status()
-    lost, demoted = await _verify(new_status["database_url"], load, promoted_event)
+    rejoined_s = None
+    if await _wait(rejoined, 30, interval=0.2):
+        rejoined_s = round(time.time() - fault_at, 3)
+    new, _ = await target.members()
+    found = await target.stored([u for u, _, _ in load.acks])
+    missing = [ack for u, _, ack in load.acks if u not in found]
+    cutoff = decided.get("promoted", float("inf"))
     return DrillResult(
         fault=fault,
-        old_primary=old["name"],
-        new_primary=new_status["primary"],
-        detection_s=_since(decided, fault_at),
-        promotion_s=_since(promoted_event, fault_at),
-        write_downtime_s=None if first_ack is None else round(first_ack - fault_at, 3),
+        old_primary=old,
+        new_primary=new,
+        detection_s=_since(decided.get("promote"), fault_at),
+        promotion_s=_since(decided.get("promoted"), fault_at),
+        write_downtime_s=_downtime(load, fault_at),
         acknowledged=len(load.acks),
         failed_requests=len(load.failures),
-        lost_writes=lost,
-        demoted_acks=demoted,
-        rejoined_s=_since(rejoined_event, fault_at) if await rejoined() else None,
+        lost_writes=len(missing),
+        demoted_acks=sum(1 for ack in missing if ack > cutoff),
+        rejoined_s=rejoined_s,
         fault_at=fault_at,
         timeline=_timeline(load, fault_at),
     )
@@ -187,28 +240,17 @@ async def _true(value: bool) -> bool:
     return value
 
 
-def _since(event: dict[str, Any] | None, t0: float) -> float | None:
-    return None if event is None else round(event["ts"] - t0, 3)
+def _downtime(load: Load, fault_at: float) -> float | None:
+    times = sorted(ack for _, _, ack in load.acks)
+    start = max((t for t in times if t <= fault_at), default=fault_at)
+    after = [t for t in times if t > start]
+    if not after:
+        return None
+    return round(max(b - a for a, b in zip([start, *after], after, strict=False)), 3)
 
 
-async def _verify(
-    database_url: str, load: Load, promoted: dict[str, Any] | None
-) -> tuple[int, int]:
-    """Acknowledged writes missing on the current primary, and those acked after promotion."""
-    conn = await asyncpg.connect(database_url, timeout=10)
-    try:
-        users = [u for u, _, _ in load.acks]
-        found = {
-            r["user_id"]
-            for r in await conn.fetch(
-                "SELECT user_id FROM completions WHERE user_id = ANY($1::text[])", users
-            )
-        }
-    finally:
-        await conn.close()
-    missing = [(u, ack) for u, _, ack in load.acks if u not in found]
-    cutoff = promoted["ts"] if promoted else float("inf")
-    return len(missing), sum(1 for _, ack in missing if ack > cutoff)
+def _since(at: float | None, t0: float) -> float | None:
+    return None if at is None else round(at - t0, 3)
 
 
 def _timeline(load: Load, t0: float) -> list[tuple[float, int, int]]:
@@ -221,10 +263,10 @@ def _timeline(load: Load, t0: float) -> list[tuple[float, int, int]]:
     return [(t, ok, bad) for t, (ok, bad) in sorted(buckets.items())]
 
 
-async def drill(stack: Stack, settings: Settings, fault: Fault, count: int) -> list[DrillResult]:
+async def drill(target: Target, settings: Settings, fault: Fault, count: int) -> list[DrillResult]:
     results = []
     for _ in range(count):
-        results.append(await drill_once(stack, settings, fault))
+        results.append(await drill_once(target, settings, fault))
         await asyncio.sleep(1.0)
     return results
 

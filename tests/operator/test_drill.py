@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,27 @@ def test_losing_the_standby_holds_writes_until_it_is_back_and_loses_none(
     assert run["promotion_s"] is None
     assert run["lost_writes"] == 0 and run["acknowledged"] > 0
     assert run["rejoined_s"] is not None  # the operator restarted it as a replica
+
+
+def test_the_kube_drill_builds_its_kubectl_commands_and_reads_their_answers(
+    running_stack: dict[str, str],
+) -> None:
+    """``--kube`` against a kubectl stand-in backed by the local stack (no cluster here): the
+    same drill, the same report; what differs is how it breaks and watches the cluster."""
+    fakebin = Path(__file__).parent / "fakebin"
+    env = {
+        **running_stack,
+        "PATH": f"{fakebin}:{os.environ['PATH']}",
+        "LEADERBOARD_TEST_PYTHON": sys.executable,
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+    }
+    api = json.loads(cli("status", "--json", env=running_stack).stdout)["api_url"]
+    report = _drill(env, "--kube", "--namespace", "shop", "--cluster", "pg", "--api-url", api)
+    (run,) = report["runs"]
+    assert (run["old_primary"], run["new_primary"]) == ("member0", "member1")
+    assert run["acknowledged"] > 0 and run["lost_writes"] == 0 and run["demoted_acks"] == 0
+    # The fault lands when kubectl gets to it, after the drill took its time: no ordering
+    # between promotion (timed from the command) and downtime (from the acknowledgements).
+    assert run["detection_s"] <= run["promotion_s"]
+    assert 0 < run["write_downtime_s"] < 30
+    assert run["rejoined_s"] is not None
