@@ -3,8 +3,10 @@
     locust -f loadtest/failover.py --headless --host http://127.0.0.1:8000 -u 20 -r 10 -t 40s
 
 After FAILOVER_AFTER_S (default 10) seconds it runs the operator's own drill
-(`leaderboard drill failover --json`, the same code as `--kube` mode will use) in the
-background, which kills the primary and measures write downtime and acknowledged writes lost.
+(`leaderboard drill failover --json`) in the background, which kills the primary and measures
+write downtime and acknowledged writes lost. Against a cluster, set FAILOVER_KUBE_NAMESPACE
+(and FAILOVER_KUBE_CLUSTER, the PostgresCluster, default `leaderboard-pg`):
+the drill then runs with `--kube` through kubectl, its writers on the same --host.
 The run passes only if downtime < 30 s (the mission's line; the goal of 5 s is printed beside
 it) and no acknowledged write was lost. It writes a timeline plot (requests/s and failures
 per second with the fault marked) to reports/failover-timeline.png next to Locust's own
@@ -40,12 +42,19 @@ def _sample(response_time: float, exception: BaseException | None, **_: Any) -> 
     _state["samples"].append((time.time(), exception is None))
 
 
-def _run_drill() -> None:
+def _drill_command(host: str | None) -> list[str]:
+    command = [sys.executable, "-m", "leaderboard", "drill", "failover", "--json"]
+    namespace = os.environ.get("FAILOVER_KUBE_NAMESPACE")
+    if namespace:
+        cluster = os.environ.get("FAILOVER_KUBE_CLUSTER", "leaderboard-pg")
+        command += ["--kube", "--namespace", namespace, "--cluster", cluster]
+        command += ["--api-url", host or "http://127.0.0.1:8000"]
+    return command
+
+
+def _run_drill(host: str | None) -> None:
     gevent.sleep(float(os.environ.get("FAILOVER_AFTER_S", "10")))
-    done = subprocess.run(
-        [sys.executable, "-m", "leaderboard", "drill", "failover", "--json"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    done = subprocess.run(_drill_command(host), capture_output=True, text=True, check=False)
     try:
         _state["drill"] = json.loads(done.stdout)
     except json.JSONDecodeError:
@@ -54,7 +63,7 @@ def _run_drill() -> None:
 
 @events.test_start.add_listener
 def _start(environment: Environment, **_: Any) -> None:
-    _state["greenlet"] = gevent.spawn(_run_drill)
+    _state["greenlet"] = gevent.spawn(_run_drill, environment.host)
 
 
 @events.quitting.add_listener
