@@ -117,7 +117,7 @@ def decide(cluster: Cluster) -> Decision:
             target=primary.name,
         )
 
-    if primary.failed_probes < cluster.failure_threshold:
+    if primary.failed_probes < cluster.failure_threshold and primary.running:
         return Decision(
             Action.NONE,
             f"{primary.name} missed {primary.failed_probes} of {cluster.failure_threshold} "
@@ -187,7 +187,12 @@ def _healthy(cluster: Cluster, primary: Member) -> Decision:
 
 
 def _failover(cluster: Cluster, primary: Member) -> Decision:
-    down = f"{primary.name} failed {primary.failed_probes} probes in a row"
+    # A process (or pod) that is gone is not a slow probe: no need to wait for more misses.
+    down = (
+        f"{primary.name} failed {primary.failed_probes} probes in a row"
+        if primary.running
+        else f"{primary.name} is not running (its process or pod is gone)"
+    )
     replicas = [m for m in cluster.members if m.name != primary.name]
     healthy = [m for m in replicas if m.reachable and m.role == "replica"]
     if cluster.durability == "required":

@@ -161,8 +161,16 @@ class LocalTarget:
         return found
 
     async def stored(self, users: list[str]) -> set[str]:
-        status = await self.stack.status()
-        conn = await asyncpg.connect(status["database_url"], timeout=10)
+        url: str | None = None
+
+        async def primary_known() -> bool:
+            nonlocal url
+            url = (await self.stack.status())["database_url"]
+            return url is not None
+
+        if not await _wait(primary_known, 30, interval=0.2):
+            raise RuntimeError("no member answers as primary: cannot check the writes")
+        conn = await asyncpg.connect(url, timeout=10)
         try:
             rows = await conn.fetch(
                 "SELECT user_id FROM completions WHERE user_id = ANY($1::text[])", users

@@ -157,6 +157,8 @@ class KubeOperator:
             self.failovers = int(status.get("failoverCount") or 0)
             self.last_failover = status.get("lastFailover")
             self._adopted = True
+            if self.primary is not None:  # routing objects deleted by hand come back
+                await self._ensure_services(cr)
         pods = await self._pods()
         members = await self._observe(pods, spec)
         if self.primary is None and not await self._bootstrap(cr, members):

@@ -56,6 +56,24 @@ CASES: list[tuple[str, Cluster, Action, str | None, str]] = [
         "missed 1 of 3 probes",
     ),
     (
+        "a primary whose process is gone is not waited for",
+        cluster(
+            Member("m0", reachable=False, failed_probes=1, running=False),
+            R1,
+            sync_candidates=frozenset({"m1"}),
+        ),
+        Action.PROMOTE,
+        "m1",
+        "not running",
+    ),
+    (
+        "a hung primary (process still there) gets its probes",
+        cluster(Member("m0", reachable=False, failed_probes=2, running=True), R1),
+        Action.NONE,
+        None,
+        "missed 2 of 3 probes",
+    ),
+    (
         "dead primary: promote the highest LSN",
         cluster(DEAD, R1, R2),
         Action.PROMOTE,
@@ -168,7 +186,8 @@ def test_a_promotion_names_the_old_primary_and_reads_like_a_sentence() -> None:
     decision = decide(cluster(DEAD, R1, R2))
     assert isinstance(decision, Decision) and decision.old_primary == "m0"
     assert str(decision) == (
-        "promote m2: m0 failed 3 probes in a row; promoting m2 (received LSN 5F, the highest)"
+        "promote m2: m0 is not running (its process or pod is gone); promoting m2 "
+        "(received LSN 5F, the highest)"
     )
 
 
