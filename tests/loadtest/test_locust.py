@@ -80,12 +80,21 @@ def test_the_exit_code_fails_a_run_past_its_thresholds(stack: Stack, tmp_path: P
     assert "loadtest FAILED" in done.stderr
 
 
-def test_the_failover_scenario_passes_and_draws_its_timeline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("through", ["stack", "kubectl"])
+def test_the_failover_scenario_passes_and_draws_its_timeline(through: str, tmp_path: Path) -> None:
+    """Locally the drill kills the member itself; against a cluster it goes through kubectl
+    (here the kubectl stand-in of tests/operator, backed by the same local stack)."""
     root = _traversable_tmpdir("lb-lt-failover-")
     env = stack_env(root / "run")
     assert cli("up", "--detach", env=env).returncode == 0
     try:
         base = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
+        if through == "kubectl":
+            base["PATH"] = f"{REPO / 'tests' / 'operator' / 'fakebin'}:{base['PATH']}"
+            base.update(
+                LEADERBOARD_TEST_PYTHON=sys.executable, PYTHONPATH=str(REPO),
+                FAILOVER_KUBE_NAMESPACE="shop", FAILOVER_KUBE_CLUSTER="pg",
+            )  # fmt: skip
         done = subprocess.run(
             [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "failover.py"),
              "--headless", "--host", f"http://127.0.0.1:{env['LEADERBOARD_API_PORT']}",
