@@ -165,6 +165,9 @@ class KubeOperator:
             await self._publish(spec, members, None, phase="Bootstrapping")
             return spec
         assert self.primary is not None
+        target = status.get("targetPrimary")
+        if target and target != self.primary:
+            await self._finish_promotion(cr, target, members)
         if self.primary not in {m.name for m in members}:
             # Its pod is gone (deleted, node lost): it counts as a member that does not answer.
             failed = self.failures[self.primary] = self.failures.get(self.primary, 0) + 1
@@ -271,6 +274,26 @@ class KubeOperator:
         await self._ensure_app(cr)
         await self._event(cr, "Bootstrapped", f"{self.primary} is the primary", warning=False)
         return True
+
+    async def _finish_promotion(self, cr: Any, target: str, members: list[Member]) -> None:
+        """The previous lease holder recorded ``targetPrimary`` before ``pg_promote`` and
+        stopped before recording the outcome: if the target accepts writes, it is the primary
+        (it holds every acknowledged write: it was chosen as the synchronous candidate)."""
+        promoted = next((m for m in members if m.name == target), None)
+        if promoted is None or not (promoted.reachable and promoted.role == "primary"):
+            return
+        self.primary = target
+        self.failovers += 1
+        self.last_failover = _now()
+        metrics.promoted(self.key, "failover", time.time())
+        await self._status(
+            {"currentPrimary": target, "failoverCount": self.failovers,
+             "lastFailover": self.last_failover},
+        )  # fmt: skip
+        await self._event(
+            cr, "Promoted", f"{target} is the primary (a promotion the previous operator "
+            "instance did not finish recording)", warning=True,
+        )  # fmt: skip
 
     async def _ensure_services(self, cr: Any) -> None:
         for suffix, role in (("rw", "primary"), ("ro", "replica")):

@@ -54,7 +54,7 @@ class LeaseLock:
         self.name = name
         self.identity = identity
         self.duration_s = duration_s
-        self.margin_s = margin_s
+        self.margin_s = min(margin_s, duration_s / 3)  # a short lease keeps some validity
         self._valid_until = 0.0  # monotonic: we may act until then
 
     @property
