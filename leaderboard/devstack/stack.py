@@ -25,6 +25,7 @@ import asyncpg
 from leaderboard import devsecrets
 from leaderboard.config import Settings
 from leaderboard.db.migrate import migrate
+from leaderboard.db.sql import ident, literal
 from leaderboard.devstack.components import Component
 from leaderboard.devstack.postgres import Member, find_bin_dir
 from leaderboard.devstack.process import OsUser, StackError, wait_for
@@ -250,9 +251,9 @@ class Stack:
         try:
             user, db = self.layout.pg_user, self.layout.pg_database
             await conn.execute(
-                f"CREATE ROLE {_ident(user)} LOGIN PASSWORD {_literal(self.app_password)}"
+                f"CREATE ROLE {ident(user)} LOGIN PASSWORD {literal(self.app_password)}"
             )
-            await conn.execute(f"CREATE DATABASE {_ident(db)} OWNER {_ident(user)}")
+            await conn.execute(f"CREATE DATABASE {ident(db)} OWNER {ident(user)}")
             # Only now, with the roles created, ask every commit to wait for a standby.
             await conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{SYNC_STANDBYS}'")
             await conn.execute("SELECT pg_reload_conf()")
@@ -343,14 +344,6 @@ def read_state(run_dir: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _check_traversable(path: Path, user: OsUser) -> None:

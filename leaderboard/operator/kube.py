@@ -47,6 +47,7 @@ from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.types import PatchType
 
+from leaderboard.db.sql import ident, literal
 from leaderboard.operator import metrics
 from leaderboard.operator.decide import Action, Cluster, Decision, Member, decide
 from leaderboard.operator.lease import LeaseLock
@@ -316,17 +317,15 @@ class KubeOperator:
         password = data["app-password"]
         await self._sql(
             self.primary,
-            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_lit(user)}) "
-            f"THEN CREATE ROLE {_ident(user)} LOGIN PASSWORD {_lit(password)}; END IF; END $$",
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {literal(user)}) "
+            f"THEN CREATE ROLE {ident(user)} LOGIN PASSWORD {literal(password)}; END IF; END $$",
         )
         exists = await self._sql(
             self.primary,
-            f"SELECT 1 FROM pg_database WHERE datname = {_lit(database)}",  # noqa: S608
+            f"SELECT 1 FROM pg_database WHERE datname = {literal(database)}",  # noqa: S608
         )
         if not exists:
-            await self._sql(
-                self.primary, f"CREATE DATABASE {_ident(database)} OWNER {_ident(user)}"
-            )
+            await self._sql(self.primary, f"CREATE DATABASE {ident(database)} OWNER {ident(user)}")
         host = f"{self.name}-rw.{self.namespace}.svc"
         uri = f"postgresql://{user}:{password}@{host}:{PG_PORT}/{database}"
         strings = {
@@ -490,8 +489,7 @@ class KubeOperator:
         )
 
     async def _set_sync(self, name: str, value: str) -> None:
-        quoted = value.replace("'", "''")
-        await self._sql(name, f"ALTER SYSTEM SET synchronous_standby_names = '{quoted}'")
+        await self._sql(name, f"ALTER SYSTEM SET synchronous_standby_names = {literal(value)}")
         await self._sql(name, "SELECT pg_reload_conf()")
 
     # -- routing, status, events
@@ -655,14 +653,6 @@ def _reason(action: Action) -> str:
 def _lsn(text: str) -> int:
     high, low = text.split("/")
     return (int(high, 16) << 32) + int(low, 16)
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 # -- kopf

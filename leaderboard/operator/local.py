@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from leaderboard.db.sql import literal
 from leaderboard.devstack.postgres import Member as PgMember
 from leaderboard.devstack.process import StackError
 from leaderboard.devstack.stack import SYNC_STANDBYS, Stack
@@ -258,8 +259,7 @@ class LocalOperator:
         """ALTER SYSTEM and reload: both settings take effect without a restart."""
         conn = await member.connect(self.stack.superuser_password, timeout=5)
         try:
-            quoted = value.replace("'", "''")
-            await conn.execute(f"ALTER SYSTEM SET {setting} = '{quoted}'")
+            await conn.execute(f"ALTER SYSTEM SET {setting} = {literal(value)}")
             await conn.execute("SELECT pg_reload_conf()")
         finally:
             await conn.close()
