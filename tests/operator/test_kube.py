@@ -2,7 +2,8 @@
 PostgreSQL primary + synchronous standby standing in for the pods ``member0`` and ``member1``
 (named like the local members, as pods are named like their application_name).
 
-Two operator instances run in-process against the same emulated API server; one holds the
+Two operator instances run against the same emulated API server, each on its own thread and
+event loop as separate processes would (kopf cancels what shares its loop); one holds the
 Lease and acts, the other stands by. Killing the primary's postgres makes the active one fail
 over; the test then checks what Kubernetes users look at: pod labels, the -rw/-ro Services,
 the -app Secret, the PostgresCluster's status and the Events. The old primary then comes back
@@ -13,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import gc
+import threading
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from typing import Any
 import kopf
 import pytest
 import pytest_asyncio
+import uvloop
 from kmock import Server
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster, User
@@ -34,12 +35,7 @@ from tests.conftest import own_cluster
 from tests.operator.kubemock import Emulator
 from tests.support import eventually
 
-pytestmark = [
-    pytest.mark.slow,
-    # kopf 1.45, cancelled in-process, leaves a coroutine unawaited and its aiohttp session open.
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
-]
+pytestmark = pytest.mark.slow
 
 NS = "shop"
 CR = ("leaderboard.dev/v1/postgresclusters", NS, "pg")
@@ -49,9 +45,10 @@ PODS = "v1/pods"
 @dataclass
 class Instance:
     identity: str
-    client: AsyncClient
-    operators: list[KubeOperator] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
+    operators: list[KubeOperator] = field(default_factory=list)  # read across threads only
+    stop_flag: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    failure: BaseException | None = None
 
 
 @dataclass
@@ -105,35 +102,46 @@ class World:
         }
 
     def start(self, identity: str) -> Instance:
-        client = AsyncClient(KubeConfig.from_one(cluster=Cluster(server=self.url), user=User()))
-        instance = Instance(identity, client)
-        registry = kopf.OperatorRegistry()
-        kube.register(registry)
+        instance = Instance(identity)
 
-        @kopf.on.login(registry=registry)
-        def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=self.url)
+        async def operate() -> None:
+            client = AsyncClient(KubeConfig.from_one(cluster=Cluster(server=self.url), user=User()))
+            registry = kopf.OperatorRegistry()
+            kube.register(registry)
 
-        memo = kopf.Memo(
-            client=client,
-            identity=identity,
-            operators=instance.operators,
-        )
-        instance.task = asyncio.create_task(
-            kopf.operator(registry=registry, memo=memo, clusterwide=True, standalone=True)
-        )
+            @kopf.on.login(registry=registry)
+            def login(**_: Any) -> kopf.ConnectionInfo:
+                return kopf.ConnectionInfo(server=self.url)
+
+            memo = kopf.Memo(client=client, identity=identity, operators=instance.operators)
+            try:
+                await kopf.operator(
+                    registry=registry, memo=memo, clusterwide=True, standalone=True,
+                    stop_flag=instance.stop_flag,
+                )  # fmt: skip
+            finally:
+                await client.close()
+
+        def main() -> None:
+            # The Runner cancels and awaits whatever kopf leaves, then closes its own loop.
+            try:
+                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                    runner.run(operate())
+            except BaseException as e:  # reported by stop()
+                instance.failure = e
+
+        instance.thread = threading.Thread(target=main, name=f"kopf-{identity}", daemon=True)
+        instance.thread.start()
         self.instances.append(instance)
         return instance
 
     async def stop(self, instance: Instance) -> None:
-        """Cancel it. (kopf 1.45's graceful stop waits on kmock's endless watch streams; and
-        cancelling one in-process kopf operator cancels the others too.)"""
-        assert instance.task is not None
-        instance.task.cancel()
-        # Bounded: a kopf operator cancelled while its daemons escalate may take its time.
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(asyncio.shield(instance.task), timeout=15)
-        await instance.client.close()
+        """kopf's own graceful stop: its daemons see `stopped`, the Lease is released."""
+        assert instance.thread is not None
+        instance.stop_flag.set()
+        await asyncio.to_thread(instance.thread.join, 30)
+        assert not instance.thread.is_alive(), f"{instance.identity} did not stop within 30 s"
+        assert instance.failure is None, repr(instance.failure)
 
 
 async def until(world: World, check: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -187,8 +195,8 @@ async def world() -> AsyncIterator[World]:
             yield w
         finally:
             for instance in w.instances:
-                await w.stop(instance)
-            gc.collect()  # what kopf left behind is reported here, under this module's filters
+                if instance.thread and instance.thread.is_alive():
+                    await w.stop(instance)
 
 
 async def test_failover_moves_labels_status_and_events_and_only_the_lease_holder_acts(
