@@ -31,6 +31,11 @@ REDIS_FALLBACKS = Counter(
     "Operations that fell back because Redis was unreachable",
     ["operation"],
 )
+UNCERTAIN = Counter(
+    "leaderboard_uncertain_completions_total",
+    "Completions whose award failed with an unknown outcome, by what PostgreSQL showed later",
+    ["outcome"],
+)
 REBUILDS = Counter(
     "leaderboard_ranking_rebuilds_total",
     "Rebuilds of the Redis ranking from PostgreSQL",

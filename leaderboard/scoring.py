@@ -4,6 +4,11 @@ PostgreSQL is the source of truth; Redis is a fast, rebuildable view of it. Ever
 guarded: when Redis fails, completions still commit (rank comes back as null), the rate limit
 falls back to this process, reads answer from PostgreSQL, and once Redis answers again the
 ranking is rebuilt from PostgreSQL (one rebuild at a time across all API processes).
+
+A completion whose award failed on a timeout may still commit: its commit may be waiting for
+the synchronous standby (it becomes visible once the standby confirms it, or once the wait is
+cancelled). Such completions are looked for in PostgreSQL every second for a while, and put
+into the ranking when they show up, so that the ranking does not miss them.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from leaderboard.errors import AppError, unavailable
 
 log = logging.getLogger("leaderboard.scoring")
 
+
+UNCERTAIN_MAX = 10_000  # completions with an unknown outcome followed at once
+UNCERTAIN_TTL_S = 300.0  # how long one is looked for
 
 _REBUILD_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, DatabaseUnavailable)
 
@@ -97,6 +105,8 @@ class Leaderboard:
         self._recover: asyncio.Task[None] | None = None
         # A completion committed while Redis was unreachable: the ranking misses it.
         self._ranking_stale = False
+        # (user, action) whose award failed with an unknown outcome -> when (monotonic).
+        self._uncertain: dict[tuple[str, str], float] = {}
 
     # -- lifecycle
 
@@ -151,6 +161,7 @@ class Leaderboard:
             )
         except DatabaseUnavailable as exc:
             metrics.DB_UNAVAILABLE.inc()
+            self._outcome_unknown(user_id, action_id)
             raise unavailable("the database") from exc
         if not result.known_action:  # in our catalog file but not active in the database
             raise _rejected(400, "unknown_action", f"there is no action {action_id!r}")
@@ -261,10 +272,37 @@ class Leaderboard:
         if done:
             log.info("ranking rebuilt from PostgreSQL")
 
+    def _outcome_unknown(self, user_id: str, action_id: str) -> None:
+        if len(self._uncertain) >= UNCERTAIN_MAX:
+            self._ranking_stale = True  # too many to follow one by one: rebuild instead
+            return
+        self._uncertain.setdefault((user_id, action_id), time.monotonic())
+
+    async def _reconcile(self) -> None:
+        """Put into the ranking the uncertain completions that turned out committed; forget
+        those still absent after ``UNCERTAIN_TTL_S`` (rolled back, or lost with a primary)."""
+        pending = list(self._uncertain)
+        try:
+            found = await scores.committed_scores(self.db, pending)
+        except DatabaseUnavailable:
+            return  # still down: next round
+        for (user_id, action_id), score, reached_seq in found:
+            del self._uncertain[user_id, action_id]
+            # ZADD GT: if a later completion already recorded a higher score, a no-op.
+            await self._record(user_id, score, reached_seq)
+            metrics.UNCERTAIN.labels("committed").inc()
+        expired = time.monotonic() - UNCERTAIN_TTL_S
+        for key in [k for k, at in self._uncertain.items() if at < expired]:
+            del self._uncertain[key]
+            metrics.UNCERTAIN.labels("absent").inc()
+
     async def _recover_loop(self, interval_s: float = 1.0) -> None:
-        """Once Redis answers again after completions it missed, rebuild the ranking."""
+        """Read back uncertain completions; once Redis answers again after completions it
+        missed, rebuild the ranking."""
         while True:
             await asyncio.sleep(interval_s)
+            if self._uncertain:
+                await self._reconcile()
             if not self._ranking_stale:
                 continue
             try:

@@ -10,6 +10,7 @@ import asyncpg
 import pytest_asyncio
 
 from leaderboard.cache.errors import REDIS_ERRORS
+from leaderboard.cache.ranking import UserView
 from leaderboard.db import scores
 from leaderboard.devstack.redis import RedisServer
 from leaderboard.devstack.stack import Stack
@@ -107,15 +108,49 @@ async def test_with_the_primary_down_writes_fail_fast_with_503_and_recover_by_th
             assert (await api.client.get("/readyz")).status_code == 503
 
             primary.start()
-            user = new_user()
 
+            # A fresh user per attempt: until the standby reconnects, a commit that waits for
+            # it times out (503) yet stays committed on the primary, as PostgreSQL does with a
+            # cancelled synchronous-replication wait; that user's retry is then, rightly,
+            # `already_completed`.
             async def accepted() -> bool:
-                return (await api.complete(user, "verify-email")).status_code == 200
+                response = await api.complete(new_user(), "verify-email")
+                assert response.status_code == 200, (response.status_code, response.text)
+                return True
 
             await eventually(accepted, timeout=20)
             await own_stack.wait_streaming(primary)
     finally:
         own_redis.stop()
+
+
+async def test_a_completion_whose_commit_timed_out_still_reaches_the_ranking(
+    own_stack: Stack, own_redis: RedisServer, new_user: Callable[[], str]
+) -> None:
+    settings = api_settings(own_stack, redis_url=own_redis.url, db_timeout_s=1.0)
+    async with running_api(settings) as api:
+        await _ready_ranking(api)
+        standby = own_stack.members[1]
+        await asyncio.to_thread(standby.stop)
+        try:
+            # The commit waits for the synchronous standby and the request times out: the
+            # API cannot know whether it will commit (it will, once the standby is back).
+            user = new_user()
+            response = await api.complete(user, "verify-email")
+            assert response.status_code == 503, response.text
+        finally:
+            standby.start()
+            await own_stack.wait_streaming(own_stack.members[0])
+
+        async def ranked() -> bool:
+            view = await api.services.leaderboard.ranking.user(user, 0)
+            assert isinstance(view, UserView), view
+            return view.score == 10
+
+        await eventually(ranked, timeout=10)
+        again = await api.complete(user, "verify-email")
+        assert again.status_code == 400
+        assert again.json()["error"]["code"] == "already_completed"
 
 
 async def test_connections_to_a_primary_turned_read_only_are_replaced(
