@@ -2,8 +2,8 @@
 
 On a fresh local stack of its own (temporary folder, free ports):
 
-1. pgbench runs the award transaction (the exact SQL of ``leaderboard.db.scores.AWARD_SQL``)
-   with 32 clients: the database ceiling.
+1. pgbench runs the award transaction (the exact SQL of ``leaderboard.db.awards.AWARD_SQL``,
+   one completion per transaction) with 32 clients: the database ceiling.
 2. wrk sends POST /api/action/complete through the API at 64 connections, each request with the
    token of a fresh user (so every request is one real completion).
 3. wrk reads GET /api/leaderboard at 64 connections.
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +35,60 @@ import httpx
 
 from leaderboard import auth
 from leaderboard.config import Settings
-from leaderboard.db.scores import AWARD_SQL
+from leaderboard.db.awards import AWARD_SQL
 from leaderboard.devstack.stack import Stack
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
-from tests.support import stack_env  # noqa: E402  (shared with the test harness)
+from tests.support import free_ports, stack_env  # noqa: E402  (shared with the test harness)
+
+# The award as one single-row statement, as the API ran it before group commit: the cheapest
+# form of one completion per transaction, reported beside the main ceiling for comparison.
+ONE_ROW_SQL = """
+WITH action AS (
+    SELECT points FROM actions WHERE id = $2 AND active
+), completion AS (
+    INSERT INTO completions (user_id, action_id, points, data, request_id)
+    SELECT $1, $2, points, $3::jsonb, $4 FROM action
+    ON CONFLICT ON CONSTRAINT completions_once DO NOTHING
+    RETURNING points
+), score AS (
+    INSERT INTO scores AS s (user_id, score, reached_seq, completions)
+    SELECT $1, points, nextval('score_reached_seq'), 1 FROM completion
+    ON CONFLICT (user_id) DO UPDATE SET
+        score = s.score + EXCLUDED.score,
+        reached_seq = EXCLUDED.reached_seq,
+        reached_at = now(),
+        completions = s.completions + 1
+    RETURNING score, reached_seq
+)
+SELECT (SELECT points FROM action) AS action_points,
+       (SELECT points FROM completion) AS awarded,
+       (SELECT score FROM score) AS score,
+       (SELECT reached_seq FROM score) AS reached_seq
+"""
 
 
-def pgbench_script() -> str:
-    """AWARD_SQL with pgbench variables: a fresh random user per transaction."""
-    sql = AWARD_SQL.replace("$1", "('pgb-' || :uid)").replace("$2", "'verify-email'")
-    sql = sql.replace("$3::jsonb", "'{}'::jsonb").replace("$4", "'pgbench'")
+def pgbench_script(one_row: bool = False) -> str:
+    """AWARD_SQL with pgbench variables: one completion of a fresh random user per
+    transaction (the API groups concurrent completions; pgbench shows one at a time)."""
+    if one_row:
+        sql = ONE_ROW_SQL.replace("$1", "('pgb-' || :uid)").replace("$2", "'verify-email'")
+        sql = sql.replace("$3::jsonb", "'{}'::jsonb").replace("$4", "'pgbench'")
+        return "\\set uid random(1, 2000000000)\n" + " ".join(sql.split()) + ";\n"
+    sql = AWARD_SQL.replace("$1::text[]", "ARRAY['pgb-' || :uid]")
+    sql = sql.replace("$2::text[]", "ARRAY['verify-email']")
+    sql = sql.replace("$3::jsonb[]", "ARRAY['{}'::jsonb]").replace("$4::text[]", "ARRAY['pgbench']")
     return "\\set uid random(1, 2000000000)\n" + " ".join(sql.split()) + ";\n"
 
 
-def run_pgbench(stack: Stack, clients: int, duration: int) -> dict[str, float]:
+def run_pgbench(
+    stack: Stack, clients: int, duration: int, one_row: bool = False
+) -> dict[str, float]:
     primary = stack.members[0]
     script = stack.run_dir / "award.pgbench"
-    script.write_text(pgbench_script())
+    script.write_text(pgbench_script(one_row))
     env = {**os.environ, "PGPASSWORD": stack.app_password}
     argv = [
         shutil.which("pgbench") or str(primary.bin("pgbench")),
@@ -64,7 +99,8 @@ def run_pgbench(stack: Stack, clients: int, duration: int) -> dict[str, float]:
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
     latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))  # type: ignore[union-attr]
-    return {"rps": tps, "latency_avg_ms": latency}
+    done = int(re.search(r"actually processed: (\d+)", out).group(1))  # type: ignore[union-attr]
+    return {"rps": tps, "latency_avg_ms": latency, "requests": done}
 
 
 def run_wrk(
@@ -96,6 +132,58 @@ def _wrk_latency(out: str, pct: str) -> float:
         return float("nan")
     value, unit = float(match.group(1)), match.group(2)
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def _cpu_ticks() -> dict[str, float]:
+    """CPU seconds used so far, by kind of process: each member's postgres processes, redis,
+    the load generators, the API. A process's reaped children count for it (cutime), so the
+    postmaster carries its exited backends and this process the wrk and pgbench it ran."""
+    tick = os.sysconf("SC_CLK_TCK")
+    usage: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # gone meanwhile
+        comm, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        member = re.search(r"cluster_name=(\S+)|^postgres: ([^:]+):", " ".join(argv))
+        if comm == "postgres" and member:
+            kind = "postgres " + (member.group(1) or member.group(2))
+        elif comm in ("wrk", "pgbench") or int(proc.name) == os.getpid():
+            kind = "load generator"
+        elif comm.startswith("redis"):
+            kind = "redis"
+        elif comm.startswith(("python", "leaderboard", "uvicorn")):
+            kind = "api"
+        else:
+            kind = "other"
+        used = sum(int(f) for f in fields[11:15]) / tick  # utime, stime, cutime, cstime
+        usage[kind] = usage.get(kind, 0.0) + used
+    return usage
+
+
+def measure_cpu(run: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """Run ``run()``; return its result and the CPU microseconds per request of each kind
+    of process during it (plus ``idle``: the machine's unused CPU per request)."""
+
+    def idle() -> float:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        return (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")
+
+    before, idle_before = _cpu_ticks(), idle()
+    result = run()
+    after, idle_after = _cpu_ticks(), idle()
+    served = result["requests"]
+    per_request = {
+        kind: round((used - before.get(kind, 0.0)) / served * 1e6)
+        for kind, used in sorted(after.items())
+        if used - before.get(kind, 0.0) > 0.05
+    }
+    per_request["idle"] = round((idle_after - idle_before) / served * 1e6)
+    return result, per_request
 
 
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -147,9 +235,64 @@ def worker_cpu(stack: Stack) -> dict[int, float]:
     return usage
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
+def profile_writes(stack: Stack, pids: list[int], duration: int, load: Any) -> None:
+    """Sample each API process with py-spy while ``load`` runs: an SVG flame graph per
+    process and a summary of the functions with the most samples (own and inclusive)."""
+    reports = REPO / "reports"
+    reports.mkdir(exist_ok=True)
+    spies = []
+    for pid in pids:
+        raw = reports / f"profile-complete-{pid}.txt"
+        cmd = [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--nonblocking",
+            "-r",
+            "250",
+            "-d",
+            str(duration),
+            "-p",
+        ]
+        spies.append((raw, [
+            subprocess.Popen([*cmd, str(pid), "-f", "raw", "-o", str(raw)]),
+            subprocess.Popen([*cmd, str(pid), "-o", str(raw.with_suffix(".svg"))]),
+        ]))  # fmt: skip
+    load()
+    for raw, procs in spies:
+        for proc in procs:
+            proc.wait()
+        print(f"\n{raw.with_suffix('.svg')}\n{summarise_stacks(raw.read_text())}")
+
+
+def summarise_stacks(collapsed: str, top: int = 25) -> str:
+    """py-spy's collapsed stacks -> the functions with the most samples, as % of all."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r" \((.*/)?(site-packages/)?", " (", f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+    lines = [f"{total} samples; own %, inclusive %, function"]
+    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * own.get(frame, 0) / total:5.1f} {100 * n / total:5.1f}  {frame}")
+    lines.append("-- most own time:")
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * n / total:5.1f} {100 * inclusive[frame] / total:5.1f}  {frame}")
+    return "\n".join(lines)
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited with {proc.returncode}")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -172,6 +315,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="API server processes")
     parser.add_argument("--rounds", type=int, default=2, help="best of this many runs")
     parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after measuring, one more completion run with py-spy sampling each API process:\n"
+        "flame graphs and the functions that take the most time, in reports/",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
@@ -190,7 +339,7 @@ def main() -> int:
     try:
         asyncio.run(stack.start())
         api = stack.api_url
-        port = int(env["LEADERBOARD_WS_PORT"])  # free, unused by this stack
+        port = free_ports(1)[0]
         bare = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port),
              "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level",
@@ -198,7 +347,7 @@ def main() -> int:
             cwd=REPO,
         )  # fmt: skip
         bare_url = f"http://127.0.0.1:{port}/bare"
-        wait_http(bare_url)
+        wait_http(bare_url, bare)
 
         # Reads first (writes leave checkpoints and vacuum behind), best of the rounds.
         seed_scores(stack)
@@ -214,7 +363,7 @@ def main() -> int:
         results["bare_endpoint"] = best(bare_runs)
 
         lua = str(HERE / "complete.lua")
-        pg_runs, api_runs = [], []
+        pg_runs, one_row_runs, api_runs = [], [], []
         cpu_before = worker_cpu(stack)
         for round_ in range(args.rounds):
             tokens = stack.run_dir / f"tokens-{round_}.txt"  # fresh users for every run
@@ -222,13 +371,30 @@ def main() -> int:
             tokens.write_text("\n".join(auth.mint(settings, u) for u in users) + "\n")
             print(f"pgbench: award transaction, {args.pgbench_clients} clients, {d} s")
             run_pgbench(stack, args.pgbench_clients, warm)
-            pg_runs.append(run_pgbench(stack, args.pgbench_clients, d))
+            result, cpu = measure_cpu(partial(run_pgbench, stack, args.pgbench_clients, d))
+            pg_runs.append({**result, "cpu_us": cpu})
+            print(f"pgbench: the single-row award statement, {args.pgbench_clients} clients")
+            result, cpu = measure_cpu(partial(run_pgbench, stack, args.pgbench_clients, d, True))
+            one_row_runs.append({**result, "cpu_us": cpu})
             print(f"api: POST /api/action/complete, {args.connections} connections, {d} s")
-            api_runs.append(run_wrk(api, args.connections, d + warm, [lua, str(tokens), "1"]))
+            script = [lua, str(tokens), "1"]
+            result, cpu = measure_cpu(partial(run_wrk, api, args.connections, d + warm, script))
+            api_runs.append({**result, "cpu_us": cpu})
         results["pgbench_award"] = best(pg_runs)
+        results["pgbench_one_row"] = best(one_row_runs)
         results["api_complete"] = best(api_runs)
+        print("CPU microseconds per transaction (pgbench) and per completion (API):")
+        for name in ("pgbench_award", "pgbench_one_row", "api_complete"):
+            print(f"  {name}: {results[name]['cpu_us']}")
         spent = [after - cpu_before.get(pid, 0.0) for pid, after in worker_cpu(stack).items()]
         results["api_worker_cpu_s"] = [round(x, 1) for x in spent if x >= 0.1]
+        if args.profile:
+            tokens = stack.run_dir / "tokens-profile.txt"
+            users = (f"p-{i}" for i in range((d + warm) * 9_000))
+            tokens.write_text("\n".join(auth.mint(settings, u) for u in users) + "\n")
+            profile_writes(stack, list(worker_cpu(stack)), d, lambda: run_wrk(
+                api, args.connections, d + warm, [lua, str(tokens), "1"]
+            ))  # fmt: skip
     finally:
         if bare is not None:
             bare.terminate()
@@ -238,6 +404,7 @@ def main() -> int:
 
     results["ratios"] = {
         "complete_vs_pgbench": results["api_complete"]["rps"] / results["pgbench_award"]["rps"],
+        "complete_vs_one_row": results["api_complete"]["rps"] / results["pgbench_one_row"]["rps"],
         "top10_vs_bare": results["api_top10"]["rps"] / results["bare_endpoint"]["rps"],
     }
     results["setup"] = {
@@ -267,9 +434,12 @@ def render(r: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
         f"| POST /api/action/complete ({s['connections']} conn.) | "
         f"{r['api_complete']['rps']:,.0f} | {r['api_complete']['p50_ms']:.1f} ms | "
-        f"{r['api_complete']['p99_ms']:.1f} ms | pgbench, same SQL, {s['pgbench_clients']} "
-        f"clients: {r['pgbench_award']['rps']:,.0f} TPS | "
+        f"{r['api_complete']['p99_ms']:.1f} ms | pgbench, same SQL, one completion per "
+        f"transaction, {s['pgbench_clients']} clients: {r['pgbench_award']['rps']:,.0f} TPS | "
         f"**{r['ratios']['complete_vs_pgbench']:.0%}** | ≥ 50% |",
+        f"| (same run) | | | | pgbench, the single-row statement the API used before group "
+        f"commit: {r['pgbench_one_row']['rps']:,.0f} TPS | "
+        f"**{r['ratios']['complete_vs_one_row']:.0%}** | |",
         f"| GET /api/leaderboard ({s['connections']} conn.) | {r['api_top10']['rps']:,.0f} | "
         f"{r['api_top10']['p50_ms']:.1f} ms | {r['api_top10']['p99_ms']:.1f} ms | bare endpoint, "
         f"same stack: {r['bare_endpoint']['rps']:,.0f} req/s | "
@@ -281,7 +451,17 @@ def render(r: dict[str, Any]) -> str:
         f"write runs: {r['api_worker_cpu_s']}; best of {s['rounds']} runs of "
         f"{s['duration_s']} s; load generators, PostgreSQL primary and standby, Redis and the "
         f"API all on the same machine). Non-2xx answers during the completion run: "
-        f"{r['api_complete']['non_2xx']} of {r['api_complete']['requests']}."
+        f"{r['api_complete']['non_2xx']} of {r['api_complete']['requests']}.\n\n"
+        "CPU per completion by process, in µs (pgbench: per transaction): "
+        + "; ".join(
+            f"{label}: " + ", ".join(f"{k} {v}" for k, v in r[name]["cpu_us"].items())
+            for label, name in (
+                ("API", "api_complete"),
+                ("pgbench", "pgbench_award"),
+                ("pgbench single-row", "pgbench_one_row"),
+            )
+        )
+        + "."
     )
     return "\n".join(rows) + "\n" + notes
 

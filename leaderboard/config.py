@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     )
     db_pool_min: int = Field(4, ge=0, le=200, description="PostgreSQL connections kept open.")
     db_pool_max: int = Field(32, ge=1, le=500, description="PostgreSQL connections at most.")
+    db_award_batches: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Award transactions in flight per API process; completions that arrive "
+        "meanwhile are committed together in the next one (group commit).",
+    )
     db_timeout_s: float = Field(
         3.0, gt=0, le=60, description="Bound on one database call (connect, acquire, query)."
     )

@@ -31,6 +31,11 @@ REDIS_FALLBACKS = Counter(
     "Operations that fell back because Redis was unreachable",
     ["operation"],
 )
+AWARD_BATCH = Histogram(
+    "leaderboard_award_batch_size",
+    "Completions awarded together in one PostgreSQL transaction (group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 UNCERTAIN = Counter(
     "leaderboard_uncertain_completions_total",
     "Completions whose award failed with an unknown outcome, by what PostgreSQL showed later",

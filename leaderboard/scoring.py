@@ -31,6 +31,7 @@ from leaderboard.cache.ranking import NOT_READY, Entry, Ranking, RankingRangeErr
 from leaderboard.cache.ratelimit import Decision, LocalRateLimiter, RedisRateLimiter
 from leaderboard.catalog import Catalog
 from leaderboard.db import scores
+from leaderboard.db.awards import AwardBatcher, Completion
 from leaderboard.db.pool import Database, DatabaseUnavailable
 from leaderboard.errors import AppError, unavailable
 
@@ -89,8 +90,10 @@ class Leaderboard:
         rate_window_s: int,
         top_cache_s: float,
         around: int,
+        award_batches: int = 4,
     ) -> None:
         self.db = db
+        self.awards = AwardBatcher(db, max_batches=award_batches)
         self.client = client
         self.catalog = catalog
         self.ranking = Ranking(client, keys, pipe.script)
@@ -115,6 +118,7 @@ class Leaderboard:
         self.schedule_rebuild()
 
     async def stop(self) -> None:
+        await self.awards.close()
         for task in (self._recover, self._rebuild):
             if task is not None:
                 task.cancel()
@@ -156,8 +160,8 @@ class Leaderboard:
         if problem is not None:
             raise _rejected(400, "invalid_action_data", problem)
         try:
-            result = await scores.award(
-                self.db, user_id, action_id, orjson.dumps(data).decode(), request_id
+            result = await self.awards.award(
+                Completion(user_id, action_id, orjson.dumps(data).decode(), request_id)
             )
         except DatabaseUnavailable as exc:
             metrics.DB_UNAVAILABLE.inc()

@@ -79,6 +79,27 @@ API: list[Panel] = [
         "ops",
     ),
     ("Pool connections", [("sum(leaderboard_db_pool_connections)", "open")], "short"),
+    (
+        "Completions per award transaction (group commit)",
+        [
+            (
+                f"sum(rate(leaderboard_award_batch_size_sum{RATE})) / "
+                f"sum(rate(leaderboard_award_batch_size_count{RATE}))",
+                "mean",
+            )
+        ],
+        "short",
+    ),
+    (
+        "Completions with an unknown outcome, by what PostgreSQL showed",
+        [
+            (
+                f"sum by (outcome) (rate(leaderboard_uncertain_completions_total{RATE}))",
+                "{{outcome}}",
+            )
+        ],
+        "ops",
+    ),
 ]
 
 BROADCASTER: list[Panel] = [

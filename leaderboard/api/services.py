@@ -66,6 +66,7 @@ class Services:
             rate_window_s=settings.rate_window_s,
             top_cache_s=settings.top_cache_ms / 1000,
             around=settings.around,
+            award_batches=settings.db_award_batches,
         )
         board.start()
         return cls(settings, catalog, db, client, pipe, Verifier(settings), board)

@@ -1,43 +1,12 @@
-"""Scores in PostgreSQL, the source of truth: the award transaction and the ranking queries.
-
-The award is one statement, so one round trip and one implicit transaction: the audit row and
-the score update commit together or not at all. ``ON CONFLICT DO NOTHING`` on the completion
-makes a second completion of the same action a no-op (under concurrency too: the second insert
-waits for the first to commit, then does nothing). Points come from the ``actions`` table.
-The benchmark runs this exact text through pgbench (``AWARD_SQL``).
-"""
+"""Scores in PostgreSQL, the source of truth: the ranking queries (the award transaction is
+in :mod:`leaderboard.db.awards`)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from leaderboard.cache.ranking import Entry, UserView
 from leaderboard.db.pool import Database
-
-AWARD_SQL = """
-WITH action AS (
-    SELECT points FROM actions WHERE id = $2 AND active
-), completion AS (
-    INSERT INTO completions (user_id, action_id, points, data, request_id)
-    SELECT $1, $2, points, $3::jsonb, $4 FROM action
-    ON CONFLICT ON CONSTRAINT completions_once DO NOTHING
-    RETURNING points
-), score AS (
-    INSERT INTO scores AS s (user_id, score, reached_seq, completions)
-    SELECT $1, points, nextval('score_reached_seq'), 1 FROM completion
-    ON CONFLICT (user_id) DO UPDATE SET
-        score = s.score + EXCLUDED.score,
-        reached_seq = EXCLUDED.reached_seq,
-        reached_at = now(),
-        completions = s.completions + 1
-    RETURNING score, reached_seq
-)
-SELECT (SELECT points FROM action) AS action_points,
-       (SELECT points FROM completion) AS awarded,
-       (SELECT score FROM score) AS score,
-       (SELECT reached_seq FROM score) AS reached_seq
-"""
 
 TOP_SQL = """
 SELECT user_id, score FROM scores ORDER BY score DESC, reached_seq ASC LIMIT $1
@@ -62,27 +31,6 @@ SELECT user_id, score FROM scores
  WHERE score < $1 OR (score = $1 AND reached_seq > $2)
  ORDER BY score DESC, reached_seq ASC LIMIT $3
 """
-
-
-@dataclass(frozen=True)
-class Award:
-    known_action: bool
-    awarded: int | None  # None: this user had already completed this action
-    score: int | None
-    reached_seq: int | None
-
-
-async def award(
-    db: Database, user_id: str, action_id: str, data_json: str, request_id: str
-) -> Award:
-    row = await db.fetchrow(AWARD_SQL, user_id, action_id, data_json, request_id)
-    assert row is not None
-    return Award(
-        known_action=row["action_points"] is not None,
-        awarded=row["awarded"],
-        score=row["score"],
-        reached_seq=row["reached_seq"],
-    )
 
 
 async def top(db: Database, n: int = 10) -> list[Entry]:

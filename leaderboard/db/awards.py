@@ -1,0 +1,195 @@
+"""The award transaction, with group commit: completions that arrive while the database is busy
+go to PostgreSQL together, in one statement and one transaction.
+
+Each completion still writes its audit row and its score update in one transaction, and is
+acknowledged only after that transaction committed (and, with ``synchronous_commit``, reached
+the standby). What a batch shares is the round trip, the commit, its WAL flush and the wait for
+the standby: the costs that dominate a small transaction. At most ``max_batches`` statements run
+at once per process; a completion that finds a free slot is sent at once (no timer, so no added
+latency when the database keeps up), the others wait for the next free slot and go together.
+
+Locks are taken in (user, action) and user order in every batch, so concurrent batches cannot
+deadlock one another. If a batch fails with an SQL error, its completions are retried one by
+one so that only the one at fault fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from leaderboard import metrics
+from leaderboard.db.pool import Database, DatabaseUnavailable
+
+log = logging.getLogger("leaderboard.db.awards")
+
+# One row per completion, in the order given. ON CONFLICT DO NOTHING makes a second completion
+# of an action a no-op (a concurrent one waits for the first to commit, then does nothing);
+# points come from the actions table. A user completing several actions in one batch gets one
+# score update; each completion's `score` is what the user had right after it.
+AWARD_SQL = """
+WITH req AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[])
+        WITH ORDINALITY AS r (user_id, action_id, data, request_id, ord)
+), completion AS (
+    INSERT INTO completions (user_id, action_id, points, data, request_id)
+    SELECT r.user_id, r.action_id, a.points, r.data, r.request_id
+      FROM req r JOIN actions a ON a.id = r.action_id AND a.active
+     ORDER BY r.user_id, r.action_id
+    ON CONFLICT ON CONSTRAINT completions_once DO NOTHING
+    RETURNING user_id, action_id, points
+), gained AS (
+    SELECT user_id, sum(points) AS points, count(*) AS n FROM completion GROUP BY user_id
+), score AS (
+    INSERT INTO scores AS s (user_id, score, reached_seq, completions)
+    SELECT user_id, points, nextval('score_reached_seq'), n FROM gained ORDER BY user_id
+    ON CONFLICT (user_id) DO UPDATE SET
+        score = s.score + EXCLUDED.score,
+        reached_seq = EXCLUDED.reached_seq,
+        reached_at = now(),
+        completions = s.completions + EXCLUDED.completions
+    RETURNING user_id, score, reached_seq
+)
+SELECT a.points AS action_points,
+       c.points AS awarded,
+       s.score - coalesce(sum(c.points) OVER (
+           PARTITION BY r.user_id ORDER BY r.ord
+           ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0) AS score,
+       s.reached_seq
+  FROM req r
+  LEFT JOIN actions a ON a.id = r.action_id AND a.active
+  LEFT JOIN completion c USING (user_id, action_id)
+  LEFT JOIN score s ON s.user_id = r.user_id AND c.user_id IS NOT NULL
+ ORDER BY r.ord
+"""
+
+
+@dataclass(frozen=True)
+class Completion:
+    user_id: str
+    action_id: str
+    data_json: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Award:
+    known_action: bool
+    awarded: int | None  # None: this user had already completed this action
+    score: int | None
+    reached_seq: int | None
+
+
+async def award_many(db: Database, batch: list[Completion]) -> list[Award]:
+    """Award ``batch`` (no (user, action) twice) in one transaction; one Award per entry."""
+    rows = await db.fetch(
+        AWARD_SQL,
+        [c.user_id for c in batch],
+        [c.action_id for c in batch],
+        [c.data_json for c in batch],
+        [c.request_id for c in batch],
+    )
+    return [
+        Award(
+            known_action=r["action_points"] is not None,
+            awarded=r["awarded"],
+            score=r["score"],
+            reached_seq=r["reached_seq"],
+        )
+        for r in rows
+    ]
+
+
+_Pending = tuple[Completion, "asyncio.Future[Award]"]
+
+
+class AwardBatcher:
+    def __init__(self, db: Database, *, max_batches: int = 4, max_batch: int = 128) -> None:
+        self.db = db
+        self.max_batches = max_batches
+        self.max_batch = max_batch
+        self._queue: list[_Pending] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def award(self, completion: Completion) -> Award:
+        """Award one completion; :class:`DatabaseUnavailable` if its outcome is unknown."""
+        future: asyncio.Future[Award] = asyncio.get_running_loop().create_future()
+        self._queue.append((completion, future))
+        self._dispatch()
+        # Bounded: a queued completion waits for a running batch (itself bounded by the
+        # database timeout), then for its own.
+        try:
+            return await asyncio.wait_for(future, 2 * self.db.timeout + 1)
+        except TimeoutError:
+            raise DatabaseUnavailable("the award did not complete in time") from None
+
+    async def close(self) -> None:
+        """Wait for the batches in flight (their completions are answered)."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _dispatch(self) -> None:
+        while self._queue and len(self._running) < self.max_batches:
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            batch = [(c, f) for c, f in batch if not f.done()]  # the caller gave up
+            if not batch:
+                continue
+            task = asyncio.create_task(self._run(batch), name="award-batch")
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._dispatch()
+
+    async def _run(self, pending: list[_Pending]) -> None:
+        # A repeated (user, action) goes once; its repeats share the outcome of the first.
+        first: dict[tuple[str, str], int] = {}
+        unique: list[Completion] = []
+        for completion, _ in pending:
+            key = (completion.user_id, completion.action_id)
+            if key not in first:
+                first[key] = len(unique)
+                unique.append(completion)
+        metrics.AWARD_BATCH.observe(len(unique))
+        try:
+            awards = await award_many(self.db, unique)
+        except asyncpg.PostgresError as exc:
+            if len(unique) == 1:
+                _fail(pending, exc)
+                return
+            log.warning("award batch of %d failed (%s); awarding one by one", len(unique), exc)
+            awards = []
+            for completion in unique:
+                try:
+                    awards.append((await award_many(self.db, [completion]))[0])
+                except asyncpg.PostgresError as one:
+                    key = (completion.user_id, completion.action_id)
+                    _fail([p for p in pending if (p[0].user_id, p[0].action_id) == key], one)
+                    awards.append(Award(False, None, None, None))  # answered already
+        except BaseException as exc:  # DatabaseUnavailable, cancellation: all alike
+            _fail(pending, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        sent: set[int] = set()
+        for completion, future in pending:
+            index = first[completion.user_id, completion.action_id]
+            award = awards[index]
+            if index in sent:  # a repeat within the batch: the first one took it
+                award = Award(award.known_action, None, None, None)
+            sent.add(index)
+            if not future.done():
+                future.set_result(award)
+
+
+def _fail(pending: list[_Pending], exc: BaseException) -> None:
+    for _, future in pending:
+        if not future.done():
+            if isinstance(exc, Exception):
+                future.set_exception(exc)
+            else:
+                future.cancel()
