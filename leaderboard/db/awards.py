@@ -146,6 +146,14 @@ class AwardBatcher:
         self._dispatch()
 
     async def _run(self, pending: list[_Pending]) -> None:
+        try:
+            await self._award(pending)
+        except BaseException as exc:  # unavailable, cancelled: every unanswered one alike
+            _fail(pending, exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _award(self, pending: list[_Pending]) -> None:
         # A repeated (user, action) goes once; its repeats share the outcome of the first.
         first: dict[tuple[str, str], int] = {}
         unique: list[Completion] = []
@@ -156,11 +164,10 @@ class AwardBatcher:
                 unique.append(completion)
         metrics.AWARD_BATCH.observe(len(unique))
         try:
-            awards = await award_many(self.db, unique)
+            awards: list[Award | None] = list(await award_many(self.db, unique))
         except asyncpg.PostgresError as exc:
             if len(unique) == 1:
-                _fail(pending, exc)
-                return
+                raise
             log.warning("award batch of %d failed (%s); awarding one by one", len(unique), exc)
             awards = []
             for completion in unique:
@@ -169,20 +176,15 @@ class AwardBatcher:
                 except asyncpg.PostgresError as one:
                     key = (completion.user_id, completion.action_id)
                     _fail([p for p in pending if (p[0].user_id, p[0].action_id) == key], one)
-                    awards.append(Award(False, None, None, None))  # answered already
-        except BaseException as exc:  # DatabaseUnavailable, cancellation: all alike
-            _fail(pending, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+                    awards.append(None)
         sent: set[int] = set()
         for completion, future in pending:
             index = first[completion.user_id, completion.action_id]
             award = awards[index]
-            if index in sent:  # a repeat within the batch: the first one took it
+            if award is not None and index in sent:  # a repeat: the first one took it
                 award = Award(award.known_action, None, None, None)
             sent.add(index)
-            if not future.done():
+            if award is not None and not future.done():
                 future.set_result(award)
 
 
