@@ -1,7 +1,8 @@
 """`make bench-ws`: 10,000 WebSocket clients on one broadcaster, against the bare library.
 
-For each server (our broadcaster, then a bare server that calls ``websockets.broadcast``, the
-ceiling to beat), on its own Redis:
+For each server (our broadcaster, a bare server that calls ``websockets.broadcast``, the
+ceiling to beat, and the floor: a server that does nothing but one ``transport.write`` per
+client, so what it measures is the kernel's loopback path), on its own Redis:
 
 1. client processes (separate from the server) open N connections and wait for the first
    message of each: the connect time;
@@ -316,6 +317,12 @@ def main() -> int:
         measure(
             "bare `websockets.broadcast`",
             [sys.executable, str(REPO / "bench" / "bare_ws.py")],
+            env,
+            args,
+        ),
+        measure(
+            "floor: one `transport.write` per client, nothing else",
+            [sys.executable, str(REPO / "bench" / "raw_ws.py")],
             env,
             args,
         ),
