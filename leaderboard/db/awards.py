@@ -10,8 +10,8 @@ latency when the database keeps up), the others wait for the next free slot and 
 
 Locks are taken in (user, action) and user order in every batch, so concurrent batches cannot
 deadlock one another. Ties: users who reach the same score in the same batch reached it at the
-same commit; their ``reached_seq`` (the tie-break) follows the user id order. If a batch fails with an SQL error, its completions are retried one by
-one so that only the one at fault fails.
+same commit; their ``reached_seq`` (the tie-break) follows the user id order. If a batch fails
+with an SQL error, its completions are retried one by one so that only the one at fault fails.
 """
 
 from __future__ import annotations
