@@ -3,12 +3,10 @@ its ``broadcast()``, fed from the same Redis channel, compression off (as ours).
 
 from __future__ import annotations
 
-import os
-import resource
-
-import redis.asyncio as aioredis
 import uvloop
 from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+from bench.ws_feed import port, raise_fd_limit, updates
 
 CONNECTIONS: set[ServerConnection] = set()
 
@@ -22,15 +20,10 @@ async def handler(ws: ServerConnection) -> None:
 
 
 async def main() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    client = aioredis.Redis.from_url(os.environ["LEADERBOARD_REDIS_URL"])
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe("leaderboard:updates")
-    port = int(os.environ["LEADERBOARD_WS_PORT"])
-    async with serve(handler, "127.0.0.1", port, compression=None, backlog=4096):
-        async for message in pubsub.listen():
-            broadcast(CONNECTIONS, message["data"].decode())
+    raise_fd_limit()
+    async with serve(handler, "127.0.0.1", port(), compression=None, backlog=4096):
+        async for message in updates():
+            broadcast(CONNECTIONS, message.decode())
 
 
 if __name__ == "__main__":

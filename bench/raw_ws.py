@@ -6,13 +6,12 @@ the kernel's cost of a 1 KB send on loopback, which no server in Python can go b
 from __future__ import annotations
 
 import asyncio
-import os
-import resource
 
-import redis.asyncio as aioredis
 import uvloop
 from websockets.frames import Frame, Opcode
 from websockets.utils import accept_key
+
+from bench.ws_feed import port, raise_fd_limit, updates
 
 TRANSPORTS: set[asyncio.Transport] = set()
 
@@ -53,16 +52,10 @@ class Raw(asyncio.Protocol):
 
 
 async def main() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    client = aioredis.Redis.from_url(os.environ["LEADERBOARD_REDIS_URL"])
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe("leaderboard:updates")
-    port = int(os.environ["LEADERBOARD_WS_PORT"])
-    loop = asyncio.get_running_loop()
-    await loop.create_server(Raw, "127.0.0.1", port, backlog=4096)
-    async for message in pubsub.listen():
-        frame = Frame(Opcode.TEXT, message["data"]).serialize(mask=False)
+    raise_fd_limit()
+    await asyncio.get_running_loop().create_server(Raw, "127.0.0.1", port(), backlog=4096)
+    async for message in updates():
+        frame = Frame(Opcode.TEXT, message).serialize(mask=False)
         for transport in list(TRANSPORTS):
             transport.write(frame)
 

@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import re
-import resource
 import shutil
 import signal
 import statistics
@@ -40,6 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.ws_feed import raise_fd_limit  # noqa: E402
 from leaderboard.devstack.redis import RedisServer  # noqa: E402
 from tests.support import free_ports  # noqa: E402
 
@@ -49,11 +49,6 @@ HANDSHAKE = (
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
 PONG = b"\x8a\x80\x00\x00\x00\x00"  # masked (zero key), empty payload
-
-
-def raise_fd_limit() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class Client(asyncio.Protocol):
@@ -316,13 +311,13 @@ def main() -> int:
         ),
         measure(
             "bare `websockets.broadcast`",
-            [sys.executable, str(REPO / "bench" / "bare_ws.py")],
+            [sys.executable, "-m", "bench.bare_ws"],
             env,
             args,
         ),
         measure(
             "floor: one `transport.write` per client, nothing else",
-            [sys.executable, str(REPO / "bench" / "raw_ws.py")],
+            [sys.executable, "-m", "bench.raw_ws"],
             env,
             args,
         ),
