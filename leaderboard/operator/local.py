@@ -119,20 +119,27 @@ class LocalOperator:
         )
         while True:
             started = time.monotonic()
-            self.read_control()
-            cluster = await self.observe()
-            decision = decide(cluster)
-            if decision.reason != self._last_reason or decision.action is not Action.NONE:
-                log.info("%s", decision)
-                self.record(decision.action.value, decision.target, decision.reason)
-                self._last_reason = decision.reason
-            if decision.action is not Action.NONE:
-                try:
-                    await self.act(decision)
-                except (StackError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                    log.warning("%s failed: %s", decision.action.value, exc)
-                    self.record("error", decision.target, f"{decision.action.value} failed: {exc}")
+            try:
+                await self.round()
+            except Exception as exc:  # one bad round must not end failover for good
+                log.exception("operator round failed")
+                self.record("error", None, f"round failed: {exc!r}")
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    async def round(self) -> None:
+        self.read_control()
+        cluster = await self.observe()
+        decision = decide(cluster)
+        if decision.reason != self._last_reason or decision.action is not Action.NONE:
+            log.info("%s", decision)
+            self.record(decision.action.value, decision.target, decision.reason)
+            self._last_reason = decision.reason
+        if decision.action is not Action.NONE:
+            try:
+                await self.act(decision)
+            except (StackError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("%s failed: %s", decision.action.value, exc)
+                self.record("error", decision.target, f"{decision.action.value} failed: {exc}")
 
     @property
     def control_path(self) -> Path:

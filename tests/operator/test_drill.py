@@ -33,8 +33,14 @@ def _drill(env: dict[str, str], *args: str) -> dict[str, Any]:
     done = cli("drill", "failover", "--json", *args, env=env, timeout=300)
     assert done.stdout, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
-    assert done.returncode == 0, report
+    assert done.returncode == 0, (report, _operator_log(env))
     return report
+
+
+def _operator_log(env: dict[str, str], last: int = 40) -> list[str]:
+    """What the operator decided lately (so a failed drill says why)."""
+    path = Path(env["LEADERBOARD_RUN_DIR"]) / "operator.jsonl"
+    return path.read_text().splitlines()[-last:] if path.exists() else ["no operator.jsonl"]
 
 
 def test_kill_9_twice_fails_over_and_back_without_losing_an_acknowledged_write(
