@@ -31,7 +31,7 @@ from leaderboard.cache.ranking import NOT_READY, Entry, Ranking, RankingRangeErr
 from leaderboard.cache.ratelimit import Decision, LocalRateLimiter, RedisRateLimiter
 from leaderboard.catalog import Catalog
 from leaderboard.db import scores
-from leaderboard.db.awards import AwardBatcher, Completion
+from leaderboard.db.awards import AwardBatcher, Completion, committed_scores
 from leaderboard.db.pool import Database, DatabaseUnavailable
 from leaderboard.errors import AppError, unavailable
 
@@ -287,7 +287,7 @@ class Leaderboard:
         those still absent after ``UNCERTAIN_TTL_S`` (rolled back, or lost with a primary)."""
         pending = list(self._uncertain)
         try:
-            found = await scores.committed_scores(self.db, pending)
+            found = await committed_scores(self.db, pending)
         except DatabaseUnavailable:
             return  # still down: next round
         for (user_id, action_id), score, reached_seq in found:

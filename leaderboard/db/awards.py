@@ -104,6 +104,20 @@ async def award_many(db: Database, batch: list[Completion]) -> list[Award]:
     ]
 
 
+async def committed_scores(
+    db: Database, completions: list[tuple[str, str]]
+) -> list[tuple[tuple[str, str], int, int]]:
+    """Of these (user, action) completions, those committed: ((user, action), score, seq)."""
+    rows = await db.fetch(
+        "SELECT c.user_id, c.action_id, s.score, s.reached_seq"
+        " FROM unnest($1::text[], $2::text[]) AS q (user_id, action_id)"
+        " JOIN completions c USING (user_id, action_id) JOIN scores s USING (user_id)",
+        [user for user, _ in completions],
+        [action for _, action in completions],
+    )
+    return [((r["user_id"], r["action_id"]), r["score"], r["reached_seq"]) for r in rows]
+
+
 _Pending = tuple[Completion, "asyncio.Future[Award]"]
 
 

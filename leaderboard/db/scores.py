@@ -58,20 +58,6 @@ async def user_view(db: Database, user_id: str, radius: int) -> UserView | None:
     return UserView(user_id=user_id, score=score, rank=rank, around=around)
 
 
-async def committed_scores(
-    db: Database, completions: list[tuple[str, str]]
-) -> list[tuple[tuple[str, str], int, int]]:
-    """Of these (user, action) completions, those committed: ((user, action), score, seq)."""
-    rows = await db.fetch(
-        "SELECT c.user_id, c.action_id, s.score, s.reached_seq"
-        " FROM unnest($1::text[], $2::text[]) AS q (user_id, action_id)"
-        " JOIN completions c USING (user_id, action_id) JOIN scores s USING (user_id)",
-        [user for user, _ in completions],
-        [action for _, action in completions],
-    )
-    return [((r["user_id"], r["action_id"]), r["score"], r["reached_seq"]) for r in rows]
-
-
 async def all_scores(db: Database, batch: int = 5000) -> AsyncIterator[list[tuple[str, int, int]]]:
     """Every score, in keyset-paginated batches (for rebuilding the Redis ranking)."""
     after = ""
