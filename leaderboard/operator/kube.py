@@ -31,6 +31,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -169,12 +170,7 @@ class KubeOperator:
         target = status.get("targetPrimary")
         if target and target != self.primary:
             await self._finish_promotion(cr, target, members)
-        if self.primary not in {m.name for m in members}:
-            # Its pod is gone (deleted, node lost): it counts as a member that does not answer.
-            failed = self.failures[self.primary] = self.failures.get(self.primary, 0) + 1
-            members.append(
-                Member(self.primary, reachable=False, failed_probes=failed, running=False)
-            )
+        self._count_missing_primary(members)
         probe_spec = spec.get("probe", {})
         cluster = Cluster(
             members=tuple(members),
@@ -201,12 +197,26 @@ class KubeOperator:
                 log.warning("%s: %s failed: %s", self.key, decision.action.value, exc)
                 await self._event(cr, "ActionFailed", f"{decision}: {exc}", warning=True)
                 self._last_reason = None  # say it again next round
+            # Route and report what the action made of the cluster (a promoted replica is
+            # the primary now), not what was seen before it: a stale view would take the
+            # new primary's label away until the next round.
             pods = await self._pods()
+            members = await self._observe(pods, spec)
+            self._count_missing_primary(members)
+            cluster = replace(cluster, members=tuple(members), primary=self.primary)
         await self._route(pods, cluster)
         await self._publish(spec, list(cluster.members), decision)
         return spec
 
     # -- observe
+
+    def _count_missing_primary(self, members: list[Member]) -> None:
+        """A primary whose pod is gone (deleted, node lost) is a member that does not answer."""
+        if self.primary is not None and self.primary not in {m.name for m in members}:
+            failed = self.failures[self.primary] = self.failures.get(self.primary, 0) + 1
+            members.append(
+                Member(self.primary, reachable=False, failed_probes=failed, running=False)
+            )
 
     async def _pods(self) -> list[Pod]:
         # Filter here too: a selector is a request, and kmock (the tests) ignores it.
@@ -394,7 +404,9 @@ class KubeOperator:
                 raise
         await self._event(cr, "Fenced", f"{name}: role label removed, pod deleted", warning=True)
 
-    async def _promote(self, cr: Any, name: str, old: str | None, cluster: Cluster) -> None:
+    async def _promote(
+        self, cr: Any, name: str, old: str | None, cluster: Cluster, kind: str | None = None
+    ) -> None:
         pods = await self._pods()
         if old is not None:
             await self._fence(cr, old, pods)
@@ -410,7 +422,7 @@ class KubeOperator:
         self.failures = {}
         self.stalls = {}
         await self._label(name, "primary")
-        kind = "failover" if old is not None else "restart"
+        kind = kind or ("failover" if old is not None else "restart")
         if previous != name:
             self.failovers += 1
             self.last_failover = _now()
@@ -457,7 +469,7 @@ class KubeOperator:
                 raise RuntimeError(f"{name} did not receive {old}'s last WAL; switchover aborted")
             await asyncio.sleep(0.05)
         await self._sql(old, "ALTER SYSTEM RESET default_transaction_read_only")
-        await self._promote(cr, name, old, cluster)
+        await self._promote(cr, name, old, cluster, kind="switchover")
         await self.client.patch(
             PostgresCluster, self.name, {"spec": {"switchoverTo": None}},
             namespace=self.namespace, patch_type=PatchType.MERGE,

@@ -305,3 +305,79 @@ async def test_failover_moves_labels_status_and_events_and_only_the_lease_holder
     assert world.status["currentPrimary"] == "member1" and world.status["failoverCount"] == 2
     assert world.role("member1") == "primary" and world.role("member0") == "replica"
     assert await world.stack.members[1].probe_role(world.stack.superuser_password) == "primary"
+
+
+async def test_a_switchover_and_a_pause_are_asked_for_in_the_spec(world: World) -> None:
+    """``spec.switchoverTo``: planned, nothing lost, the old primary comes back as a replica and
+    the request is cleared. ``spec.paused``: the operator watches a dead primary and does not
+    act; unpaused, it fails over."""
+    stack = world.stack
+    a = world.start("operator-a")
+    await until(world, lambda: world.status.get("phase") == "Healthy", timeout=30, what="adopt")
+
+    def set_spec(**change: Any) -> None:
+        found = world.obj(CR[0], CR[2])
+        assert found is not None
+        world.k8s.objects[CR] = {**found, "spec": {**found["spec"], **change}}
+
+    def spec() -> dict[str, Any]:
+        return dict((world.obj(CR[0], CR[2]) or {}).get("spec") or {})
+
+    conn = await stack.members[0].connect(stack.superuser_password)
+    try:  # acknowledged by the primary (and, synchronously, its standby) before the switchover
+        await conn.execute("CREATE TABLE planned (id int); INSERT INTO planned VALUES (42)")
+    finally:
+        await conn.close()
+
+    set_spec(switchoverTo="member1")
+    await until(
+        world,
+        lambda: world.status.get("currentPrimary") == "member1" and not spec().get("switchoverTo"),
+        timeout=30,
+        what="the switchover",
+    )
+    assert world.obj(PODS, "member0") is None and world.role("member1") == "primary"
+    assert world.status["failoverCount"] == 1
+    assert "SwitchedOver" in {e["reason"] for e in world.events()}
+    conn = await stack.members[1].connect(stack.superuser_password)
+    try:
+        assert await conn.fetchval("SELECT id FROM planned") == 42
+    finally:
+        await conn.close()
+
+    # Its StatefulSet recreates the pod: pg-member.sh restarts it as a replica of member1.
+    old, new = stack.members
+    await asyncio.to_thread(old.stop)
+    await asyncio.to_thread(old.follow, new, stack.superuser_password)
+    old.start()
+    world.add_pod("member0")
+    await until(
+        world,
+        lambda: world.role("member0") == "replica" and world.status.get("phase") == "Healthy",
+        timeout=60,
+        what="member0 to rejoin as a replica",
+    )
+
+    set_spec(paused=True)
+    await until(world, lambda: world.status.get("phase") == "Paused", timeout=10, what="pause")
+    promotions = sum(e["reason"] == "Promoted" for e in world.events())
+    new.kill()
+    (operator,) = a.operators
+    await until(
+        world,
+        lambda: operator.failures.get("member1", 0) >= 3 * 2,  # twice the failure threshold
+        timeout=30,
+        what="rounds with a dead primary",
+    )
+    assert world.status["currentPrimary"] == "member1" and world.status["phase"] == "Paused"
+    assert sum(e["reason"] == "Promoted" for e in world.events()) == promotions
+    assert any("paused, observing only" in e["message"] for e in world.events())
+
+    set_spec(paused=False)
+    await until(
+        world,
+        lambda: world.status.get("currentPrimary") == "member0",
+        timeout=30,
+        what="the failover once resumed",
+    )
+    assert await stack.members[0].probe_role(stack.superuser_password) == "primary"
