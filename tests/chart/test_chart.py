@@ -29,7 +29,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "ha": {
         "postgres": {"instances": 3},
         "api": {"replicas": 3},
-        "broadcaster": {"replicas": 3},
+        "broadcaster": {"replicas": 3, "autoscaling": {"targetConnectionsPerPod": 8000}},
         "ingress": {"enabled": True, "className": "nginx", "tlsSecretName": "lb-tls"},
         "monitoring": {
             "serviceMonitor": {"enabled": True},
@@ -119,6 +119,18 @@ def test_profiles_render_what_they_promise(chart: Chart) -> None:
         == 4
     )
     assert {h["spec"]["minReplicas"] for h in by_kind(ha, "HorizontalPodAutoscaler")} == {3}
+    (ws_hpa,) = [
+        h for h in by_kind(ha, "HorizontalPodAutoscaler") if "broadcaster" in h["metadata"]["name"]
+    ]
+    assert {"type": "Pods", "pods": {
+        "metric": {"name": "leaderboard_ws_connections"},
+        "target": {"type": "AverageValue", "averageValue": "8000"},
+    }} in ws_hpa["spec"]["metrics"]  # fmt: skip
+    default = render(chart, {})
+    assert all(
+        m["type"] == "Resource" for h in by_kind(default, "HorizontalPodAutoscaler")
+        for m in h["spec"]["metrics"]
+    )  # fmt: skip
     minimal = render(chart, PROFILES["minimal"])
     kinds = {d["kind"] for d in minimal}
     assert not {"HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor"} & kinds
