@@ -8,8 +8,9 @@ LEADERBOARD_JWT_SECRET (or mint tokens your issuer's way) and LEADERBOARD_WS_URL
 
 - Player: its own token; completes catalog actions with valid data (each once), reads the top
   10 and its own rank, and respects 429 + Retry-After.
-- Viewer: holds a WebSocket; every update is reported as a request of type "WS" whose time is
-  commit-to-receipt (from the message's Redis timestamp), and a seq gap is a failure.
+- Viewer: holds a WebSocket; its connection is a request of type "WS" named "connect" (a
+  refused one fails), every update one named "top10" whose time is commit-to-receipt (from the
+  message's Redis timestamp), and a seq gap is a failure.
 
 Pass/fail thresholds (LOADTEST_MAX_FAIL_RATIO, default 0.01; LOADTEST_MAX_P99_MS for the API)
 set the exit code, so CI pipelines can gate on it.
@@ -30,6 +31,7 @@ import gevent
 import websocket
 from locust import HttpUser, User, between, events, task
 from locust.env import Environment
+from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,27 +52,7 @@ class Player(HttpUser):
 
     @task(4)
     def complete(self) -> None:
-        if not self.todo or time.time() < self.blocked_until:
-            return
-        action_id, data = self.todo[-1]
-        with self.client.post(
-            "/api/action/complete",
-            json={"actionId": action_id, "data": data},
-            headers=self.headers,
-            name="/api/action/complete",
-            catch_response=True,
-        ) as response:
-            if response.status_code == 200:
-                self.todo.pop()
-                response.success()
-            elif response.status_code == 429:  # expected under load: wait as told
-                self.blocked_until = time.time() + int(response.headers.get("Retry-After", "1"))
-                response.success()
-            elif response.status_code == 400 and _code(response) == "already_completed":
-                self.todo.pop()
-                response.success()
-            else:
-                response.failure(f"{response.status_code} {_code(response)}")
+        complete_next(self)
 
     @task(3)
     def leaderboard(self) -> None:
@@ -87,6 +69,32 @@ class Player(HttpUser):
                 response.success()
 
 
+def complete_next(user: Any) -> None:
+    """Complete the next of ``user.todo`` (once each), as a client should: a 429 waits for its
+    ``Retry-After``, ``already_completed`` (a retry that had landed) moves on."""
+    if not user.todo or time.time() < user.blocked_until:
+        return
+    action_id, data = user.todo[-1]
+    with user.client.post(
+        "/api/action/complete",
+        json={"actionId": action_id, "data": data},
+        headers=user.headers,
+        name="/api/action/complete",
+        catch_response=True,
+    ) as response:
+        if response.status_code == 200:
+            user.todo.pop()
+            response.success()
+        elif response.status_code == 429:  # expected under load: wait as told
+            user.blocked_until = time.time() + int(response.headers.get("Retry-After", "1"))
+            response.success()
+        elif response.status_code == 400 and _code(response) == "already_completed":
+            user.todo.pop()
+            response.success()
+        else:
+            response.failure(f"{response.status_code} {_code(response)}")
+
+
 class Viewer(User):
     weight = 1
     wait_time = between(1, 1)
@@ -95,9 +103,15 @@ class Viewer(User):
         url = ws_url(self.host)
         self.seq: int | None = None
         self.stopping = False
-        self.ws = websocket.create_connection(
-            f"{url}?token={token(f'viewer-{uuid.uuid4().hex[:8]}')}", timeout=10
-        )
+        started = time.perf_counter()
+        try:
+            self.ws = websocket.create_connection(
+                f"{url}?token={token(f'viewer-{uuid.uuid4().hex[:8]}')}", timeout=10
+            )
+        except Exception as exc:  # refused, timed out, handshake rejected: it never watched
+            _fire("WS", "connect", (time.perf_counter() - started) * 1000, 0, exc)
+            raise StopUser from exc
+        _fire("WS", "connect", (time.perf_counter() - started) * 1000, 0, None)
         self.ws.settimeout(None)  # a quiet top 10 is not a dead connection (pings keep it)
         self.reader = gevent.spawn(self._read)
 
@@ -168,5 +182,5 @@ def _thresholds(environment: Environment, **_: Any) -> None:
     if problems:
         print("loadtest FAILED: " + "; ".join(problems), file=sys.stderr)
         environment.process_exit_code = 1
-    else:
+    elif environment.process_exit_code is None:  # never clear another scenario's verdict
         environment.process_exit_code = 0

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as serve_ws
 
 from leaderboard.devstack.stack import Stack
 from tests.conftest import _traversable_tmpdir
@@ -122,6 +127,51 @@ def test_the_many_viewers_scenario_runs_clean(
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "all 20 connected and received every change" in done.stderr
     rows = _rows(tmp_path / "viewers_stats.csv")
     assert int(rows[("POST", "/api/action/complete")]["Request Count"]) > 0  # changers changed
-    assert all(r["Failure Count"] == "0" for r in rows.values())  # no drop, no gap
+    assert int(rows[("WS", "top10")]["Request Count"]) > 0
+    assert rows[("WS", "connect")]["Request Count"] == "20"
+    assert rows[("WS", "final seq")]["Request Count"] == "20"
+    assert all(r["Failure Count"] == "0" for r in rows.values())  # no drop, no gap, no miss
+
+
+async def test_the_many_viewers_scenario_fails_when_a_viewer_misses_the_last_change(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A broadcaster that sends its last change to half of its viewers only: no viewer sees a
+    gap (nothing comes after it), so only the end-of-run check can tell."""
+    viewers: list[ServerConnection] = []
+    all_connected = asyncio.Event()
+    state = {"seq": 1}
+
+    async def serve(ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "snapshot", "seq": state["seq"], "top": []}))
+        viewers.append(ws)
+        if len(viewers) == 10:
+            all_connected.set()
+        await ws.wait_closed()
+
+    async def change_for_half() -> None:
+        await all_connected.wait()
+        state["seq"] = 2
+        update = {"type": "top10", "seq": 2, "top": [], "ts": time.time() * 1000}
+        for ws in viewers[::2]:
+            await ws.send(json.dumps(update))
+
+    async with serve_ws(serve, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        changer = asyncio.create_task(change_for_half())
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "viewers.py"),
+            "--headless", "--host", "http://127.0.0.1:9", "-u", "10", "-r", "10", "-t", "5s",
+            "--only-summary", "ManyViewers",
+            env={**component_env(stack), "LEADERBOARD_WS_URL": f"ws://127.0.0.1:{port}/ws",
+                 "LOADTEST_SETTLE_S": "1"},
+            cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        await changer
+    stderr = err.decode()
+    assert proc.returncode == 1, stderr[-2000:]
+    assert "5 of 10 received the last change" in stderr, stderr[-2000:]
