@@ -7,8 +7,9 @@ After FAILOVER_AFTER_S (default 10) seconds it runs the operator's own drill
 write downtime and acknowledged writes lost. Against a cluster, set FAILOVER_KUBE_NAMESPACE
 (and FAILOVER_KUBE_CLUSTER, the PostgresCluster, default `leaderboard-pg`):
 the drill then runs with `--kube` through kubectl, its writers on the same --host.
-The run passes only if downtime < 30 s (the mission's line; the goal of 5 s is printed beside
-it) and no acknowledged write was lost. It writes a timeline plot (requests/s and failures
+It prints write downtime, the drill's other figures and the players' failed requests. The run
+passes only if downtime < 30 s (the mission's line; the goal of 5 s is printed beside it) and
+no acknowledged write was lost. It writes a timeline plot (requests/s and failures
 per second with the fault marked) to reports/failover-timeline.png next to Locust's own
 HTML/CSV reports.
 """
@@ -81,7 +82,9 @@ def _verdict(environment: Environment, **_: Any) -> None:
         f"failover: write downtime {downtime} s (must be < {MISSION_S:.0f} s; goal {GOAL_S:.0f} s),"
         f" detection {run['detection_s']} s, promotion {run['promotion_s']} s, "
         f"acknowledged writes lost {lost}, acknowledged by a demoted primary "
-        f"{run['demoted_acks']}, old primary rejoined after {run['rejoined_s']} s"
+        f"{run['demoted_acks']}, old primary rejoined after {run['rejoined_s']} s; "
+        f"failed requests {environment.stats.total.num_failures} of "
+        f"{environment.stats.total.num_requests}"
     )
     _plot(run["fault_at"])
     ok = downtime is not None and downtime < MISSION_S and lost == 0 and run["demoted_acks"] == 0
@@ -105,8 +108,10 @@ def _plot(fault_at: float) -> None:
     for t, success in samples:
         (ok if success else bad)[int(t - t0)] += 1
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(range(seconds), ok, label="successful requests/s", color="#2a9d8f")
-    ax.plot(range(seconds), bad, label="failed requests/s", color="#e63946")
+    # Second i counts what finished in [i, i+1): drawn as steps over that span, so the
+    # failures after the kill are drawn after its mark.
+    ax.step(range(seconds), ok, where="post", label="successful requests/s", color="#2a9d8f")
+    ax.step(range(seconds), bad, where="post", label="failed requests/s", color="#e63946")
     ax.axvline(fault_at - t0, color="#555", linestyle="--", label="primary killed")
     ax.set_xlabel("seconds")
     ax.set_ylabel("requests/s")

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,7 @@ def test_the_failover_scenario_passes_and_draws_its_timeline(through: str, tmp_p
         )  # fmt: skip
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert "acknowledged writes lost 0" in done.stdout
+        assert re.search(r"failed requests \d+ of [1-9]\d*", done.stdout), done.stdout[-2000:]
         assert (tmp_path / "failover-timeline.png").stat().st_size > 10_000
     finally:
         cli("down", "--purge", env=env)
