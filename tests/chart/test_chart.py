@@ -170,6 +170,18 @@ def test_broadcaster_grace_period_covers_its_drain(chart: Chart) -> None:
     assert env["LEADERBOARD_WS_DRAIN_S"] == "40" and spec["terminationGracePeriodSeconds"] > 40
 
 
+def test_api_readiness_does_not_follow_shared_dependencies(chart: Chart) -> None:
+    """A Redis outage degrades the API (rank null), a failover makes it answer 503 for a
+    second: neither may take every API pod out of its Service."""
+    (api,) = [
+        d
+        for d in by_kind(render(chart, {}), "Deployment")
+        if d["metadata"]["name"].endswith("-api")
+    ]
+    (container,) = api["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
 def test_the_start_script_is_the_one_the_local_stack_runs(chart: Chart) -> None:
     (scripts,) = [
         d
