@@ -12,6 +12,8 @@ actions are carried out and where the outcome is published:
   with pg_rewind. A node that keeps running a partitioned postgres cannot acknowledge writes
   either: no traffic reaches it, and its only synchronous standbys are re-pointed at once;
 - replicas stream from the ``-rw`` Service, so re-pointing one is ending its walreceiver;
+- a replica pod whose postgres container has not passed its startup probe (pg-member.sh may
+  be rewinding or cloning it for minutes) is left to the kubelet, not fenced for not answering;
 - ``<cluster>-app`` (Secret) holds the application's URI (host: the ``-rw`` Service);
 - the CR's status (currentPrimary, targetPrimary, phase, failover count and time, members,
   conditions) and a Kubernetes Event for every decision that changed;
@@ -76,6 +78,12 @@ def pod_address(pod: Pod) -> tuple[str, int] | None:
     return (ip, port) if ip else None
 
 
+def _started(pod: Pod) -> bool:
+    """Whether the postgres container passed its startup probe (the kubelet says so)."""
+    statuses = (pod.status.containerStatuses if pod.status else None) or []
+    return any(s.name == "postgres" and s.started for s in statuses)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -124,6 +132,7 @@ class KubeOperator:
         self._password: str | None = None
         self._adopted = False
         self.standby_rounds = 0  # rounds in which another instance held the lease
+        self.rounds = 0  # rounds it acted in (held the lease)
 
     # -- the loop
 
@@ -150,6 +159,7 @@ class KubeOperator:
             self._adopted = False  # another instance acts; start over from its status later
             return {}
         metrics.LEADER.labels(self.key).set(1)
+        self.rounds += 1
         cr = await self.client.get(PostgresCluster, self.name, namespace=self.namespace)
         spec: Mapping[str, Any] = cr.get("spec") or {}
         status: Mapping[str, Any] = cr.get("status") or {}
@@ -248,6 +258,12 @@ class KubeOperator:
                     raise OSError("no pod IP yet")
                 seen = await probe(where[0], where[1], password, timeout)
             except Exception:  # refused, timed out, starting up: a missed probe
+                if name != self.primary and not _started(pod):
+                    # pg-member.sh may spend minutes in pg_rewind or pg_basebackup before
+                    # postgres listens; until its startup probe passes the kubelet owns the
+                    # container. Counting misses here would fence (delete) it again and again.
+                    self.failures[name] = 0
+                    return Member(name, reachable=False, running=running)
                 self.failures[name] = self.failures.get(name, 0) + 1
                 return Member(
                     name, reachable=False, failed_probes=self.failures[name], running=running

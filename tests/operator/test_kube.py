@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import kopf
 import pytest
 import pytest_asyncio
@@ -28,6 +29,7 @@ from kmock import Server
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster, User
 
+from leaderboard.devstack.postgres import Member
 from leaderboard.devstack.stack import Stack
 from leaderboard.operator import kube
 from leaderboard.operator.kube import KubeOperator
@@ -57,6 +59,8 @@ class World:
     url: str
     stack: Stack
     instances: list[Instance] = field(default_factory=list)
+    statefulset: asyncio.Task[None] | None = None
+    stopping: bool = False
 
     def obj(self, resource: str, name: str) -> dict[str, Any] | None:
         try:
@@ -81,8 +85,9 @@ class World:
             if str(res).startswith("v1/events") or getattr(res, "plural", "") == "events"
         ]
 
-    def add_pod(self, name: str) -> None:
-        """As its StatefulSet would create it; the port is the local member's."""
+    def add_pod(self, name: str, *, started: bool = True) -> None:
+        """As its StatefulSet would create it; the port is the local member's. ``started``:
+        whether the postgres container passed its startup probe."""
         port = next(m.port for m in self.stack.members if m.name == name)
         self.k8s.objects[PODS, NS, name] = {
             "apiVersion": "v1",
@@ -98,8 +103,49 @@ class World:
                     {"name": "postgres", "ports": [{"name": "postgres", "containerPort": port}]}
                 ]
             },
-            "status": {"phase": "Running", "podIP": "127.0.0.1"},
+            "status": {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "containerStatuses": [
+                    {
+                        "name": "postgres",
+                        "started": started,
+                        "ready": started,
+                        "restartCount": 0,
+                        "image": "postgres:15",
+                        "imageID": "",
+                    }
+                ],
+            },
         }
+
+    def member(self, name: str) -> Member:
+        return next(m for m in self.stack.members if m.name == name)
+
+    async def recreate(self, name: str) -> None:
+        """What its StatefulSet, the kubelet and pg-member.sh do for a deleted member pod:
+        the container is gone, a new pod comes (not started yet), pg-member.sh rewinds the
+        data onto the current primary and starts postgres, the startup probe passes."""
+        member = self.member(name)
+        primary = self.member(self.status["currentPrimary"])
+        await asyncio.to_thread(member.kill)
+        self.add_pod(name, started=False)
+        await asyncio.to_thread(member.follow, primary, self.stack.superuser_password)
+        member.start()
+        await eventually(lambda: _accepts(member, self.stack.superuser_password), timeout=60)
+        self.add_pod(name, started=True)
+
+    def keep_pods(self) -> None:
+        """From now on, like a StatefulSet: a member pod that is deleted comes back."""
+
+        async def loop() -> None:
+            while not self.stopping:
+                for member in self.stack.members:
+                    if self.obj(PODS, member.name) is None and not self.stopping:
+                        await self.recreate(member.name)
+                await asyncio.sleep(0.1)
+
+        self.statefulset = asyncio.create_task(loop())
 
     def start(self, identity: str) -> Instance:
         instance = Instance(identity)
@@ -142,6 +188,13 @@ class World:
         await asyncio.to_thread(instance.thread.join, 30)
         assert not instance.thread.is_alive(), f"{instance.identity} did not stop within 30 s"
         assert instance.failure is None, repr(instance.failure)
+
+
+async def _accepts(member: Member, password: str) -> bool:
+    try:
+        return await member.probe_role(password) == "replica"
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
 
 
 async def until(world: World, check: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -194,6 +247,9 @@ async def world() -> AsyncIterator[World]:
         try:
             yield w
         finally:
+            w.stopping = True
+            if w.statefulset is not None:
+                await w.statefulset  # not cancelled: a pod it is bringing back comes back
             for instance in w.instances:
                 if instance.thread and instance.thread.is_alive():
                     await w.stop(instance)
@@ -261,11 +317,22 @@ async def test_failover_moves_labels_status_and_events_and_only_the_lease_holder
     promote = next(e for e in events if e["reason"] == "Promote")
     assert "promoting member1" in promote["message"]
 
-    # The StatefulSet recreates member0; pg-member.sh makes the old primary a replica (pg_rewind).
-    old, new = world.stack.members
-    await asyncio.to_thread(old.follow, new, world.stack.superuser_password)
-    old.start()
-    world.add_pod("member0")
+    # The StatefulSet recreates member0; while pg-member.sh prepares it (pg_rewind, or minutes
+    # of pg_basebackup) its postgres does not answer: the operator leaves the pod alone.
+    def acted_on_member0() -> int:
+        return sum(
+            e["reason"] in ("Fence", "Fenced", "Rejoin", "Rejoining") and "member0" in e["message"]
+            for e in world.events()
+        )
+
+    acted = acted_on_member0()
+    world.add_pod("member0", started=False)
+    (operator,) = a.operators
+    rounds = operator.rounds
+    await until(world, lambda: operator.rounds >= rounds + 8, timeout=30, what="8 rounds")
+    assert world.obj(PODS, "member0") is not None and acted_on_member0() == acted
+    await world.recreate("member0")  # pg-member.sh makes the old primary a replica
+    world.keep_pods()
     await until(
         world,
         lambda: world.role("member0") == "replica" and world.status.get("phase") == "Healthy",
@@ -346,11 +413,7 @@ async def test_a_switchover_and_a_pause_are_asked_for_in_the_spec(world: World) 
         await conn.close()
 
     # Its StatefulSet recreates the pod: pg-member.sh restarts it as a replica of member1.
-    old, new = stack.members
-    await asyncio.to_thread(old.stop)
-    await asyncio.to_thread(old.follow, new, stack.superuser_password)
-    old.start()
-    world.add_pod("member0")
+    world.keep_pods()
     await until(
         world,
         lambda: world.role("member0") == "replica" and world.status.get("phase") == "Healthy",
@@ -361,7 +424,7 @@ async def test_a_switchover_and_a_pause_are_asked_for_in_the_spec(world: World) 
     set_spec(paused=True)
     await until(world, lambda: world.status.get("phase") == "Paused", timeout=10, what="pause")
     promotions = sum(e["reason"] == "Promoted" for e in world.events())
-    new.kill()
+    stack.members[1].kill()  # its pod stays: a crashed container
     (operator,) = a.operators
     await until(
         world,
