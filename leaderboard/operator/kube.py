@@ -54,7 +54,7 @@ from leaderboard.db.sql import ident, literal
 from leaderboard.operator import metrics
 from leaderboard.operator.decide import Action, Cluster, Decision, Member, decide
 from leaderboard.operator.lease import LeaseLock
-from leaderboard.operator.probe import probe
+from leaderboard.operator.probe import Stalls, probe
 
 GROUP, VERSION, KIND, PLURAL = "leaderboard.dev", "v1", "PostgresCluster", "postgresclusters"
 CLUSTER_LABEL = "leaderboard.dev/cluster"
@@ -125,7 +125,7 @@ class KubeOperator:
         self.last_failover: str | None = None
         self.sync_candidates: frozenset[str] = frozenset()
         self.failures: dict[str, int] = {}
-        self.stalls: dict[str, int] = {}
+        self.stalls = Stalls()
         self._rejoined_at: dict[str, float] = {}
         self._last_reason: str | None = None
         self._last_status: dict[str, Any] = {}
@@ -270,9 +270,7 @@ class KubeOperator:
                 )
             self.failures[name] = 0
             streaming = seen.upstream_port is not None
-            self.stalls[name] = (
-                self.stalls.get(name, 0) + 1 if seen.in_recovery and not streaming else 0
-            )
+            stalled = self.stalls.see(name, seen)
             if not seen.in_recovery and name == self.primary:
                 self.sync_candidates = seen.sync_standbys
             return Member(
@@ -285,7 +283,7 @@ class KubeOperator:
                 upstream=self.primary if streaming else None,
                 running=running,
                 sync_standbys_enabled=bool(seen.sync_names.strip()),
-                stalled_probes=self.stalls[name],
+                stalled_probes=stalled,
             )
 
         return list(await asyncio.gather(*(one(p) for p in pods)))
@@ -436,7 +434,7 @@ class KubeOperator:
         previous, self.primary = self.primary, name
         self.sync_candidates = frozenset()
         self.failures = {}
-        self.stalls = {}
+        self.stalls.reset()
         await self._label(name, "primary")
         kind = kind or ("failover" if old is not None else "restart")
         if previous != name:
@@ -505,7 +503,7 @@ class KubeOperator:
             how = "pod deleted; it restarts as a replica (pg_rewind)"
         else:
             how = "waiting for its StatefulSet to recreate the pod"
-        self.stalls[name] = 0
+        self.stalls.reset(name)
         await self._event(cr, "Rejoining", f"{name}: {how}", warning=False)
 
     async def _repoint(self, name: str) -> None:

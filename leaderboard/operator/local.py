@@ -28,7 +28,7 @@ from leaderboard.devstack.postgres import Member as PgMember
 from leaderboard.devstack.process import StackError
 from leaderboard.devstack.stack import SYNC_STANDBYS, Stack
 from leaderboard.operator.decide import Action, Cluster, Decision, Durability, Member, decide
-from leaderboard.operator.probe import probe
+from leaderboard.operator.probe import Stalls, probe
 
 log = logging.getLogger("leaderboard.operator")
 
@@ -51,7 +51,7 @@ class LocalOperator:
         self.timeout_s = timeout_s
         self.failure_threshold = failure_threshold
         self.failures = {m.name: 0 for m in stack.members}
-        self.stalls = {m.name: 0 for m in stack.members}
+        self.stalls = Stalls()
         self.sync_candidates: frozenset[str] = frozenset()
         self.failovers = 0
         self.paused = False
@@ -82,10 +82,7 @@ class LocalOperator:
                     running=running,
                 )  # fmt: skip
             self.failures[member.name] = 0
-            streaming = seen.upstream_port is not None
-            self.stalls[member.name] = (
-                self.stalls[member.name] + 1 if seen.in_recovery and not streaming else 0
-            )
+            stalled = self.stalls.see(member.name, seen)
             if not seen.in_recovery and member.name == self.primary:
                 self.sync_candidates = seen.sync_standbys
             return Member(
@@ -97,7 +94,7 @@ class LocalOperator:
                 upstream=by_port.get(seen.upstream_port) if seen.upstream_port else None,
                 running=running,
                 sync_standbys_enabled=bool(seen.sync_names.strip()),
-                stalled_probes=self.stalls[member.name],
+                stalled_probes=stalled,
             )
 
         members = await asyncio.gather(*(one(m) for m in self.stack.members))
@@ -194,7 +191,7 @@ class LocalOperator:
         self.failovers += 1
         self.sync_candidates = frozenset()
         self.failures = {m: 0 for m in self.failures}
-        self.stalls = {m: 0 for m in self.stalls}
+        self.stalls.reset()
         self.stack.update_state(primary=name)
         self.record("promoted", name, f"{name} is the primary (failover {self.failovers})")
         for other in self.stack.members:  # the other standbys follow the new primary
@@ -251,7 +248,8 @@ class LocalOperator:
         how = f"{time.monotonic() - checkpointed:.2f} s after a "
         how += f"{checkpointed - started:.2f} s checkpoint"
         member.start()
-        self.failures[name] = self.stalls[name] = 0
+        self.failures[name] = 0
+        self.stalls.reset(name)
         self.record("rejoined", name, f"{name} restarted as a replica of {primary.name} ({how})")
 
     async def repoint(self, name: str) -> None:

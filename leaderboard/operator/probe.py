@@ -59,3 +59,29 @@ async def probe(host: str, port: int, password: str, timeout: float) -> Probe:
         upstream_port=row["upstream_port"],
         sync_standbys=standbys,
     )
+
+
+class Stalls:
+    """Per member, the probes in a row that found it in recovery but neither streaming nor
+    replaying: a replica that replays its own WAL after a restart (which can take minutes
+    after a long outage) makes progress and is not stalled; rejoining it would start over."""
+
+    def __init__(self) -> None:
+        self._count: dict[str, int] = {}
+        self._lsn: dict[str, int] = {}
+
+    def see(self, name: str, seen: Probe) -> int:
+        moved = seen.lsn > self._lsn.get(name, seen.lsn)
+        self._lsn[name] = seen.lsn
+        if not seen.in_recovery or seen.upstream_port is not None or moved:
+            self._count[name] = 0
+        else:
+            self._count[name] = self._count.get(name, 0) + 1
+        return self._count[name]
+
+    def reset(self, name: str | None = None) -> None:
+        """Start counting again (all members: after a promotion; one: after its rejoin)."""
+        if name is None:
+            self._count.clear()
+        else:
+            self._count.pop(name, None)

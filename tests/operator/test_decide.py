@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from leaderboard.operator.decide import Action, Cluster, Decision, Member, decide
+from leaderboard.operator.probe import Probe, Stalls
 
 P = Member("m0", reachable=True, role="primary", lsn=100)
 R1 = Member("m1", reachable=True, role="replica", lsn=90, upstream="m0")
@@ -194,3 +195,24 @@ def test_a_promotion_names_the_old_primary_and_reads_like_a_sentence() -> None:
 def test_preferred_durability_says_when_writes_may_be_lost() -> None:
     decision = decide(cluster(DEAD, R1, sync_candidates=frozenset(), durability="preferred"))
     assert decision.notes and "not synchronous" in decision.notes[0]
+
+
+def _seen(lsn: int, *, streaming: bool = False, in_recovery: bool = True) -> Probe:
+    return Probe(
+        in_recovery=in_recovery, lsn=lsn, timeline=1, sync_names="",
+        upstream_port=5433 if streaming else None, sync_standbys=frozenset(),
+    )  # fmt: skip
+
+
+def test_a_replica_is_stalled_only_while_it_neither_streams_nor_replays() -> None:
+    stalls = Stalls()
+    # Restarted after a long outage: it replays its own WAL first (the LSN moves), with no
+    # walreceiver. The first sighting counts (nothing to compare with), progress resets it.
+    assert [stalls.see("m1", _seen(lsn)) for lsn in (100, 200, 300, 400)] == [1, 0, 0, 0]
+    # Replay done, still not streaming: every probe that finds it where it was counts.
+    assert [stalls.see("m1", _seen(400)) for _ in range(3)] == [1, 2, 3]
+    assert stalls.see("m1", _seen(400, streaming=True)) == 0
+    assert stalls.see("m1", _seen(400)) == 1
+    stalls.reset("m1")
+    assert stalls.see("m1", _seen(400)) == 1  # counted afresh (its LSN is still remembered)
+    assert stalls.see("m0", _seen(900, in_recovery=False)) == 0  # a primary never stalls
