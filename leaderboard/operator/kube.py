@@ -131,6 +131,7 @@ class KubeOperator:
         self._last_status: dict[str, Any] = {}
         self._password: str | None = None
         self._adopted = False
+        self._provisioned = False  # the -rw/-ro Services, the app's role and its Secret
         self.standby_rounds = 0  # rounds in which another instance held the lease
         self.rounds = 0  # rounds it acted in (held the lease)
 
@@ -169,14 +170,16 @@ class KubeOperator:
             self.failovers = int(status.get("failoverCount") or 0)
             self.last_failover = status.get("lastFailover")
             self._adopted = True
-            if self.primary is not None:  # routing objects deleted by hand come back
-                await self._ensure_services(cr)
+            self._provisioned = False  # objects deleted by hand come back
         pods = await self._pods()
         members = await self._observe(pods, spec)
         if self.primary is None and not await self._bootstrap(cr, members):
             await self._publish(spec, members, None, phase="Bootstrapping")
             return spec
         assert self.primary is not None
+        answered = any(m.name == self.primary and m.role == "primary" for m in members)
+        if not self._provisioned and answered:  # (its SQL would wait on a dead primary)
+            await self._provision(cr)
         target = status.get("targetPrimary")
         if target and target != self.primary:
             await self._finish_promotion(cr, target, members)
@@ -295,10 +298,20 @@ class KubeOperator:
         if len(primaries) != 1:
             return False
         self.primary = primaries[0].name
-        await self._ensure_services(cr)
-        await self._ensure_app(cr)
         await self._event(cr, "Bootstrapped", f"{self.primary} is the primary", warning=False)
         return True
+
+    async def _provision(self, cr: Any) -> None:
+        """The -rw/-ro Services, the application's role and database and the -app Secret.
+        Retried every round until done: a failure must not stop the round (a primary that
+        died during it still has to be failed over)."""
+        try:
+            await self._ensure_services(cr)
+            await self._ensure_app(cr)
+        except (ApiError, OSError, asyncpg.PostgresError, TimeoutError, KeyError) as exc:
+            log.warning("%s: provisioning failed (next round retries): %r", self.key, exc)
+            return
+        self._provisioned = True
 
     async def _finish_promotion(self, cr: Any, target: str, members: list[Member]) -> None:
         """The previous lease holder recorded ``targetPrimary`` before ``pg_promote`` and

@@ -28,6 +28,7 @@ import uvloop
 from kmock import Server
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster, User
+from lightkube.resources.core_v1 import Secret, Service
 
 from leaderboard.devstack.postgres import Member
 from leaderboard.devstack.stack import Stack
@@ -346,12 +347,20 @@ async def test_failover_moves_labels_status_and_events_and_only_the_lease_holder
     # status rather than from scratch: same primary, same failover count, no new promotion.
     await world.stop(a)
     await world.stop(b)
+    # Someone deleted the routing and the application's Secret meanwhile: they come back.
+    uri = world.obj("v1/secrets", "pg-app")["stringData"]["uri"]  # type: ignore[index]
     client = AsyncClient(KubeConfig.from_one(cluster=Cluster(server=world.url), user=User()))
     successor = KubeOperator(client, namespace=NS, name="pg", identity="operator-c")
     try:
+        await client.delete(Secret, "pg-app", namespace=NS)
+        await client.delete(Service, "pg-rw", namespace=NS)
+        assert world.obj("v1/secrets", "pg-app") is None
         await successor.step()
     finally:
         await client.close()
+    assert world.obj("v1/secrets", "pg-app")["stringData"]["uri"] == uri  # type: ignore[index]
+    rw = world.obj("v1/services", "pg-rw")
+    assert rw and rw["spec"]["selector"] == {kube.CLUSTER_LABEL: "pg", kube.ROLE_LABEL: "primary"}
     assert world.status["leader"] == "operator-c"
     assert world.status["currentPrimary"] == "member1" and world.status["failoverCount"] == 1
     assert world.role("member1") == "primary" and world.role("member0") == "replica"
