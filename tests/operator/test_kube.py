@@ -208,6 +208,15 @@ async def until(world: World, check: Callable[[], bool], *, timeout: float, what
         raise AssertionError(f"waiting for {what}; status: {world.status}") from None
 
 
+async def rejoined(world: World, name: str) -> None:
+    await until(
+        world,
+        lambda: world.role(name) == "replica" and world.status.get("phase") == "Healthy",
+        timeout=60,
+        what=f"{name} to rejoin as a replica",
+    )
+
+
 def _secret(stack: Stack) -> dict[str, Any]:
     def b64(value: str) -> str:
         return base64.b64encode(value.encode()).decode()
@@ -334,12 +343,7 @@ async def test_failover_moves_labels_status_and_events_and_only_the_lease_holder
     assert world.obj(PODS, "member0") is not None and acted_on_member0() == acted
     await world.recreate("member0")  # pg-member.sh makes the old primary a replica
     world.keep_pods()
-    await until(
-        world,
-        lambda: world.role("member0") == "replica" and world.status.get("phase") == "Healthy",
-        timeout=60,
-        what="member0 to rejoin as a replica",
-    )
+    await rejoined(world, "member0")
     assert world.status["syncStandbys"] == ["member0"]
     assert {e["reportingInstance"] for e in world.events()} == {"operator-a"}
 
@@ -423,12 +427,7 @@ async def test_a_switchover_and_a_pause_are_asked_for_in_the_spec(world: World) 
 
     # Its StatefulSet recreates the pod: pg-member.sh restarts it as a replica of member1.
     world.keep_pods()
-    await until(
-        world,
-        lambda: world.role("member0") == "replica" and world.status.get("phase") == "Healthy",
-        timeout=60,
-        what="member0 to rejoin as a replica",
-    )
+    await rejoined(world, "member0")
 
     set_spec(paused=True)
     await until(world, lambda: world.status.get("phase") == "Paused", timeout=10, what="pause")
