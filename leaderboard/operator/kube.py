@@ -497,11 +497,12 @@ class KubeOperator:
             await asyncio.sleep(0.05)
         await self._sql(old, "ALTER SYSTEM RESET default_transaction_read_only")
         await self._promote(cr, name, old, cluster, kind="switchover")
+        await self._event(cr, "SwitchedOver", f"planned switchover from {old} to {name}", False)
+        # Clearing the request is the last step: whoever waits for it finds the rest recorded.
         await self.client.patch(
             PostgresCluster, self.name, {"spec": {"switchoverTo": None}},
             namespace=self.namespace, patch_type=PatchType.MERGE,
         )  # fmt: skip
-        await self._event(cr, "SwitchedOver", f"planned switchover from {old} to {name}", False)
 
     async def _rejoin(self, cr: Any, name: str, pods: list[Pod]) -> None:
         """Restart it; pg-member.sh rewinds it onto the primary. At most every 30 s."""
