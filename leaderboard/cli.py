@@ -203,7 +203,7 @@ def _switchover(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _drill(settings: Settings, args: argparse.Namespace) -> int:
-    from leaderboard.operator.drill import LocalTarget, Target, drill, report, summary
+    from leaderboard.operator.drill import LocalTarget, Target, drill, passed, report, summary
     from leaderboard.operator.kubedrill import KubeTarget
 
     target: Target
@@ -213,9 +213,7 @@ def _drill(settings: Settings, args: argparse.Namespace) -> int:
         target = LocalTarget(Stack.from_settings(settings, services=True))
     results = asyncio.run(drill(target, settings, args.fault, args.count))
     print(report(results, args.json))
-    s = summary(results)
-    ok = s["lost_writes"] == 0 and s["demoted_acks"] == 0 and s["all_rejoined"]
-    return 0 if ok else 1
+    return 0 if passed(summary(results)) else 1
 
 
 _COMMANDS = {

@@ -81,7 +81,8 @@ def _verdict(environment: Environment, **_: Any) -> None:
     print(
         f"failover: write downtime {downtime} s (must be < {MISSION_S:.0f} s; goal {GOAL_S:.0f} s),"
         f" detection {run['detection_s']} s, promotion {run['promotion_s']} s, "
-        f"acknowledged writes lost {lost}, acknowledged by a demoted primary "
+        f"acknowledged writes lost {'unknown (no primary answered)' if lost is None else lost}, "
+        "acknowledged by a demoted primary "
         f"{run['demoted_acks']}, old primary rejoined after {run['rejoined_s']} s; "
         f"failed requests {environment.stats.total.num_failures} of "
         f"{environment.stats.total.num_requests}"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,26 @@ def cli(
         check=False,
         cwd=REPO,
     )
+
+
+@contextlib.contextmanager
+def detached_stack(env: Mapping[str, str]) -> Iterator[None]:
+    """``leaderboard up --detach`` ... ``down --purge``. At the end it prints the operator's
+    last decisions: pytest shows them when the test failed (a failover that did not happen
+    says why there, and the run dir is gone afterwards)."""
+    done = cli("up", "--detach", env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    try:
+        yield
+    finally:
+        print("operator.jsonl, last 60 lines:", *operator_log(env, last=60), sep="\n")
+        cli("down", "--purge", env=env)
+
+
+def operator_log(env: Mapping[str, str], last: int = 40) -> list[str]:
+    """What the local operator decided lately."""
+    path = Path(env["LEADERBOARD_RUN_DIR"]) / "operator.jsonl"
+    return path.read_text().splitlines()[-last:] if path.exists() else ["no operator.jsonl"]
 
 
 async def eventually(

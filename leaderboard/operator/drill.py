@@ -10,7 +10,8 @@ standby (``standby``: with durability "required" writes wait until it is back), 
 - write downtime: the longest time, from the fault on, in which no write was acknowledged
   (from the last acknowledgement before the fault). Measured on the acknowledgements alone,
   it does not depend on when a fault sent through kubectl really lands;
-- lost writes: acknowledged writes missing on the new primary afterwards (must be 0);
+- lost writes: acknowledged writes missing on the new primary afterwards (must be 0;
+  unknown, and the drill failed, when no member answers as primary within 30 s);
 - demoted acks: of those, the ones acknowledged after the promotion (a demoted primary
   acknowledging writes; must be 0);
 - rejoin: fault -> the old primary streaming again as a replica (target: within 30 s).
@@ -49,8 +50,8 @@ class DrillResult:
     write_downtime_s: float | None
     acknowledged: int
     failed_requests: int
-    lost_writes: int
-    demoted_acks: int
+    lost_writes: int | None  # None: no primary answered afterwards, nothing could be checked
+    demoted_acks: int | None
     rejoined_s: float | None
     fault_at: float = 0.0  # Unix time of the fault
     timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, ok, failed)/s
@@ -119,8 +120,8 @@ class Target(Protocol):
     async def decisions(self, since: float) -> dict[str, float]:
         """When the operator decided to promote and when it had promoted (Unix times)."""
 
-    async def stored(self, users: list[str]) -> set[str]:
-        """Of these users, those whose completion the current primary holds."""
+    async def stored(self, primary: str, users: list[str]) -> set[str]:
+        """Of these users, those whose completion ``primary`` holds."""
 
 
 class LocalTarget:
@@ -160,17 +161,9 @@ class LocalTarget:
                 found.setdefault(event["action"], event["ts"])
         return found
 
-    async def stored(self, users: list[str]) -> set[str]:
-        url: str | None = None
-
-        async def primary_known() -> bool:
-            nonlocal url
-            url = (await self.stack.status())["database_url"]
-            return url is not None
-
-        if not await _wait(primary_known, 30, interval=0.2):
-            raise RuntimeError("no member answers as primary: cannot check the writes")
-        conn = await asyncpg.connect(url, timeout=10)
+    async def stored(self, primary: str, users: list[str]) -> set[str]:
+        member = next(m for m in self.stack.members if m.name == primary)
+        conn = await asyncpg.connect(self.stack.database_url(member), timeout=10)
         try:
             rows = await conn.fetch(
                 "SELECT user_id FROM completions WHERE user_id = ANY($1::text[])", users
@@ -223,10 +216,20 @@ async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillR
     rejoined_s = None
     if await _wait(rejoined, 30, interval=0.2):
         rejoined_s = round(time.time() - fault_at, 3)
-    new, _ = await target.members()
-    found = await target.stored([u for u, _, _ in load.acks])
-    missing = [ack for u, _, ack in load.acks if u not in found]
-    cutoff = decided.get("promoted", float("inf"))
+    new: str | None = None
+
+    async def primary_answers() -> bool:
+        nonlocal new
+        new = (await target.members())[0]
+        return new is not None
+
+    lost = demoted = None
+    if await _wait(primary_answers, 30, interval=0.2):
+        assert new is not None
+        found = await target.stored(new, [u for u, _, _ in load.acks])
+        missing = [ack for u, _, ack in load.acks if u not in found]
+        cutoff = decided.get("promoted", float("inf"))
+        lost, demoted = len(missing), sum(1 for ack in missing if ack > cutoff)
     return DrillResult(
         fault=fault,
         old_primary=old,
@@ -236,8 +239,8 @@ async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillR
         write_downtime_s=_downtime(load, fault_at),
         acknowledged=len(load.acks),
         failed_requests=len(load.failures),
-        lost_writes=len(missing),
-        demoted_acks=sum(1 for ack in missing if ack > cutoff),
+        lost_writes=lost,
+        demoted_acks=demoted,
         rejoined_s=rejoined_s,
         fault_at=fault_at,
         timeline=_timeline(load, fault_at),
@@ -249,6 +252,10 @@ async def _true(value: bool) -> bool:
 
 
 def _downtime(load: Load, fault_at: float) -> float | None:
+    """None if writes never came back: writes in flight at the fault may still be
+    acknowledged just after it; only a write sent after the fault shows the cluster writable."""
+    if not any(sent > fault_at for _, sent, _ in load.acks):
+        return None
     times = sorted(ack for _, _, ack in load.acks)
     start = max((t for t in times if t <= fault_at), default=fault_at)
     after = [t for t in times if t > start]
@@ -285,11 +292,22 @@ def summary(results: list[DrillResult]) -> dict[str, Any]:
         "drills": len(results),
         "downtime_median_s": round(statistics.median(downtimes), 3) if downtimes else None,
         "downtime_max_s": max(downtimes) if downtimes else None,
-        "lost_writes": sum(r.lost_writes for r in results),
-        "demoted_acks": sum(r.demoted_acks for r in results),
+        "lost_writes": sum(r.lost_writes or 0 for r in results),
+        "demoted_acks": sum(r.demoted_acks or 0 for r in results),
         "all_rejoined": all(r.rejoined_s is not None for r in results),
         "rejoin_max_s": max((r.rejoined_s or 0 for r in results), default=None),
+        "writes_resumed": len(downtimes) == len(results),
+        "writes_checked": all(r.lost_writes is not None for r in results),
     }
+
+
+def passed(s: dict[str, Any]) -> bool:
+    """What a drill must show: writes came back, every acknowledged one was found on the new
+    primary, none by a demoted primary, the old primary is a replica again."""
+    return bool(
+        s["writes_resumed"] and s["writes_checked"] and s["lost_writes"] == 0
+        and s["demoted_acks"] == 0 and s["all_rejoined"]
+    )  # fmt: skip
 
 
 def report(results: list[DrillResult], as_json: bool) -> str:
@@ -305,8 +323,8 @@ def report(results: list[DrillResult], as_json: bool) -> str:
         lines.append(
             f"{i:>2} {r.fault:5} {r.old_primary:8} {r.new_primary or '-':8} "
             f"{_fmt(r.detection_s):>7} {_fmt(r.promotion_s):>8} {_fmt(r.write_downtime_s):>9} "
-            f"{r.acknowledged:>6} {r.failed_requests:>6} {r.lost_writes:>4} "
-            f"{r.demoted_acks:>7} {_fmt(r.rejoined_s):>7}"
+            f"{r.acknowledged:>6} {r.failed_requests:>6} {_n(r.lost_writes):>4} "
+            f"{_n(r.demoted_acks):>7} {_fmt(r.rejoined_s):>7}"
         )
     s = summary(results)
     lines.append(
@@ -314,7 +332,15 @@ def report(results: list[DrillResult], as_json: bool) -> str:
         f" (goal: median <= 3 s, max <= 5 s); lost acknowledged writes {s['lost_writes']}; "
         f"acknowledged by a demoted primary {s['demoted_acks']}; all rejoined: {s['all_rejoined']}"
     )
+    if not s["writes_resumed"]:
+        lines.append("FAILED: in some drill no write sent after the fault was acknowledged")
+    if not s["writes_checked"]:
+        lines.append("FAILED: in some drill no member answered as primary: writes not checked")
     return "\n".join(lines)
+
+
+def _n(value: int | None) -> str:
+    return "?" if value is None else str(value)
 
 
 def _fmt(value: float | None) -> str:

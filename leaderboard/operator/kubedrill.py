@@ -81,9 +81,8 @@ class KubeTarget:
                 found[reason] = min(found.get(reason, at), at)
         return found
 
-    async def stored(self, users: list[str]) -> set[str]:
-        primary, _ = await self.members()
-        if primary is None or not users:
+    async def stored(self, primary: str, users: list[str]) -> set[str]:
+        if not users:
             return set()
         listed = ",".join("'" + u.replace("'", "''") + "'" for u in users)
         query = f"SELECT user_id FROM completions WHERE user_id IN ({listed})"  # noqa: S608

@@ -22,7 +22,14 @@ from websockets.asyncio.server import serve as serve_ws
 
 from leaderboard.devstack.stack import Stack
 from tests.conftest import _traversable_tmpdir, own_cluster
-from tests.support import REPO, cli, component_env, free_ports, stack_env, start_component
+from tests.support import (
+    REPO,
+    component_env,
+    detached_stack,
+    free_ports,
+    stack_env,
+    start_component,
+)
 
 pytestmark = pytest.mark.slow
 LOCUST = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py")]
@@ -102,29 +109,32 @@ def test_the_failover_scenario_passes_and_draws_its_timeline(through: str, tmp_p
     (here the kubectl stand-in of tests/operator, backed by the same local stack)."""
     root = _traversable_tmpdir("lb-lt-failover-")
     env = stack_env(root / "run")
-    assert cli("up", "--detach", env=env).returncode == 0
     try:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-        if through == "kubectl":
-            base["PATH"] = f"{REPO / 'tests' / 'operator' / 'fakebin'}:{base['PATH']}"
-            base.update(
-                LEADERBOARD_TEST_PYTHON=sys.executable, PYTHONPATH=str(REPO),
-                FAILOVER_KUBE_NAMESPACE="shop", FAILOVER_KUBE_CLUSTER="pg",
-            )  # fmt: skip
-        done = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "failover.py"),
-             "--headless", "--host", f"http://127.0.0.1:{env['LEADERBOARD_API_PORT']}",
-             "-u", "6", "-r", "6", "-t", "12s", "--only-summary"],
-            env={**base, **env, "FAILOVER_AFTER_S": "3", "LOADTEST_REPORTS": str(tmp_path)},
-            cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        assert "acknowledged writes lost 0" in done.stdout
-        assert re.search(r"failed requests \d+ of [1-9]\d*", done.stdout), done.stdout[-2000:]
-        assert (tmp_path / "failover-timeline.png").stat().st_size > 10_000
+        with detached_stack(env):
+            _failover_scenario(through, env, tmp_path)
     finally:
-        cli("down", "--purge", env=env)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _failover_scenario(through: str, env: dict[str, str], tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
+    if through == "kubectl":
+        base["PATH"] = f"{REPO / 'tests' / 'operator' / 'fakebin'}:{base['PATH']}"
+        base.update(
+            LEADERBOARD_TEST_PYTHON=sys.executable, PYTHONPATH=str(REPO),
+            FAILOVER_KUBE_NAMESPACE="shop", FAILOVER_KUBE_CLUSTER="pg",
+        )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "failover.py"),
+         "--headless", "--host", f"http://127.0.0.1:{env['LEADERBOARD_API_PORT']}",
+         "-u", "6", "-r", "6", "-t", "12s", "--only-summary"],
+        env={**base, **env, "FAILOVER_AFTER_S": "3", "LOADTEST_REPORTS": str(tmp_path)},
+        cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "acknowledged writes lost 0" in done.stdout
+    assert re.search(r"failed requests \d+ of [1-9]\d*", done.stdout), done.stdout[-2000:]
+    assert (tmp_path / "failover-timeline.png").stat().st_size > 10_000
 
 
 def test_the_many_viewers_scenario_runs_clean(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import cli, stack_env, wait_until
+from tests.support import cli, detached_stack, stack_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -21,26 +21,15 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def running_stack(run_dir: Path) -> Iterator[dict[str, str]]:
     env = stack_env(run_dir)
-    done = cli("up", "--detach", env=env)
-    assert done.returncode == 0, done.stderr + done.stdout
-    try:
+    with detached_stack(env):
         yield env
-    finally:
-        cli("down", "--purge", env=env)
 
 
 def _drill(env: dict[str, str], *args: str) -> dict[str, Any]:
     done = cli("drill", "failover", "--json", *args, env=env, timeout=300)
-    assert done.stdout, done.stderr
+    assert done.returncode == 0 and done.stdout, done.stdout + done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
-    assert done.returncode == 0, (report, _operator_log(env))
     return report
-
-
-def _operator_log(env: dict[str, str], last: int = 40) -> list[str]:
-    """What the operator decided lately (so a failed drill says why)."""
-    path = Path(env["LEADERBOARD_RUN_DIR"]) / "operator.jsonl"
-    return path.read_text().splitlines()[-last:] if path.exists() else ["no operator.jsonl"]
 
 
 def test_kill_9_twice_fails_over_and_back_without_losing_an_acknowledged_write(
