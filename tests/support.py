@@ -90,6 +90,9 @@ def detached_stack(env: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         print("operator.jsonl, last 60 lines:", *operator_log(env, last=60), sep="\n")
+        stack_log = Path(env["LEADERBOARD_RUN_DIR"]) / "stack.log"
+        if stack_log.exists():
+            print("stack.log, last 30 lines:", *stack_log.read_text().splitlines()[-30:], sep="\n")
         cli("down", "--purge", env=env)
 
 

@@ -94,8 +94,9 @@ async def _watch(
     """Report (once) each process that dies; restarting is the operator's job, not ours."""
     reported: set[str] = set()
     while not stopping.is_set():
-        if operator is not None and operator.done() and not operator.cancelled():
-            log.error("the failover operator stopped: %r", operator.exception())
+        if operator is not None and operator.done():  # nobody cancels it before we stop
+            end = "cancelled" if operator.cancelled() else repr(operator.exception())
+            log.error("the failover operator stopped (%s): no failover will happen", end)
             operator = None
         for member in stack.members:
             if member.name not in reported and (why := member.exited_early()) is not None:

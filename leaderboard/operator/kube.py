@@ -54,7 +54,7 @@ from leaderboard.db.sql import ident, literal
 from leaderboard.operator import metrics
 from leaderboard.operator.decide import Action, Cluster, Decision, Member, decide
 from leaderboard.operator.lease import LeaseLock
-from leaderboard.operator.probe import Stalls, probe
+from leaderboard.operator.probe import Stalls, leaked_cancellation, probe
 
 GROUP, VERSION, KIND, PLURAL = "leaderboard.dev", "v1", "PostgresCluster", "postgresclusters"
 CLUSTER_LABEL = "leaderboard.dev/cluster"
@@ -146,6 +146,10 @@ class KubeOperator:
                     spec = await self.step()
                 except Exception as exc:  # API or network trouble: the next round retries
                     log.warning("%s: round failed: %r", self.key, exc)
+                except asyncio.CancelledError:
+                    if not leaked_cancellation():  # only a cancellation of this task ends it
+                        raise
+                    log.warning("%s: round failed: a stray CancelledError", self.key)
                 interval = float(spec.get("probe", {}).get("intervalSeconds", interval_s))
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
         finally:

@@ -28,7 +28,7 @@ from leaderboard.devstack.postgres import Member as PgMember
 from leaderboard.devstack.process import StackError
 from leaderboard.devstack.stack import SYNC_STANDBYS, Stack
 from leaderboard.operator.decide import Action, Cluster, Decision, Durability, Member, decide
-from leaderboard.operator.probe import Stalls, probe
+from leaderboard.operator.probe import Stalls, leaked_cancellation, probe
 
 log = logging.getLogger("leaderboard.operator")
 
@@ -121,6 +121,11 @@ class LocalOperator:
             except Exception as exc:  # one bad round must not end failover for good
                 log.exception("operator round failed")
                 self.record("error", None, f"round failed: {exc!r}")
+            except asyncio.CancelledError:
+                if not leaked_cancellation():  # only a cancellation of this task ends it
+                    raise
+                log.exception("operator round failed")
+                self.record("error", None, "round failed: a stray CancelledError")
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     async def round(self) -> None:

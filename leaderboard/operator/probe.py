@@ -61,6 +61,15 @@ async def probe(host: str, port: int, password: str, timeout: float) -> Probe:
     )
 
 
+def leaked_cancellation() -> bool:
+    """Whether a CancelledError that reached a round's loop was meant for someone else: nobody
+    called ``cancel()`` on the running task. Python 3.11's timeouts can let one escape (a
+    deadline that fires just as the awaited step finishes); the loop must not die of it, or
+    the operator stops failing over without a word."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
 class Stalls:
     """Per member, the probes in a row that found it in recovery but neither streaming nor
     replaying: a replica that replays its own WAL after a restart (which can take minutes
