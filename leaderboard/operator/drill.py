@@ -9,7 +9,8 @@ standby (``standby``: with durability "required" writes wait until it is back), 
 - promotion: fault -> the new primary promoted;
 - write downtime: the longest time, from the fault on, in which no write was acknowledged
   (from the last acknowledgement before the fault). Measured on the acknowledgements alone,
-  it does not depend on when a fault sent through kubectl really lands;
+  it does not depend on when a fault sent through kubectl really lands; none (the drill
+  failed) unless a write sent after the fault landed was acknowledged;
 - lost writes: acknowledged writes missing on the new primary afterwards (must be 0;
   unknown, and the drill failed, when no member answers as primary within 30 s);
 - demoted acks: of those, the ones acknowledged after the promotion (a demoted primary
@@ -194,6 +195,7 @@ async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillR
             raise RuntimeError("the API acknowledges no writes before the fault")
         fault_at = time.time()
         await target.inject(fault, victim)
+        landed = time.time()  # kubectl has returned: the fault is in place by now
 
         async def promoted() -> bool:
             return "promoted" in await target.decisions(fault_at)
@@ -203,7 +205,7 @@ async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillR
         await target.heal(fault, victim)
 
         async def written_after() -> bool:
-            return any(sent > fault_at for _, sent, _ in load.acks)
+            return any(sent > landed for _, sent, _ in load.acks)
 
         await _wait(written_after, 60)
         await asyncio.sleep(1.0)  # a little steady state after recovery
@@ -236,7 +238,7 @@ async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillR
         new_primary=new,
         detection_s=_since(decided.get("promote"), fault_at),
         promotion_s=_since(decided.get("promoted"), fault_at),
-        write_downtime_s=_downtime(load, fault_at),
+        write_downtime_s=_downtime(load, fault_at, landed),
         acknowledged=len(load.acks),
         failed_requests=len(load.failures),
         lost_writes=lost,
@@ -251,10 +253,11 @@ async def _true(value: bool) -> bool:
     return value
 
 
-def _downtime(load: Load, fault_at: float) -> float | None:
-    """None if writes never came back: writes in flight at the fault may still be
-    acknowledged just after it; only a write sent after the fault shows the cluster writable."""
-    if not any(sent > fault_at for _, sent, _ in load.acks):
+def _downtime(load: Load, fault_at: float, landed: float) -> float | None:
+    """None if writes never came back. Writes sent before the fault was surely in place (a
+    kubectl command takes a while to land) may be acknowledged after ``fault_at``; only one
+    sent after ``landed`` shows the cluster writable again."""
+    if not any(sent > landed for _, sent, _ in load.acks):
         return None
     times = sorted(ack for _, _, ack in load.acks)
     start = max((t for t in times if t <= fault_at), default=fault_at)

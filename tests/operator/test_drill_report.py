@@ -15,12 +15,15 @@ def _load(acks: list[tuple[float, float]]) -> Load:
 def test_downtime_is_the_longest_gap_from_the_last_acknowledgement_before_the_fault() -> None:
     # fault at 10.0; last ack before it at 9.9; in flight, acked at 10.05; back at 11.6
     load = _load([(9.8, 9.9), (9.95, 10.05), (11.5, 11.6), (11.6, 11.7)])
-    assert _downtime(load, 10.0) == 1.55  # 10.05 -> 11.6
+    assert _downtime(load, 10.0, 10.0) == 1.55  # 10.05 -> 11.6
 
 
-def test_writes_in_flight_at_the_fault_do_not_count_as_writes_coming_back() -> None:
-    load = _load([(9.8, 9.9), (9.95, 10.05)])  # nothing sent after the fault was acknowledged
-    assert _downtime(load, 10.0) is None
+def test_writes_acknowledged_before_the_fault_landed_do_not_count_as_writes_coming_back() -> None:
+    # kubectl took 0.8 s to land the fault; the writes went on meanwhile, then never again
+    load = _load([(9.8, 9.9), (10.1, 10.2), (10.3, 10.4), (10.5, 10.6), (10.7, 10.85)])
+    assert _downtime(load, 10.0, 10.8) is None
+    load.acks.append(("back", 12.0, 12.1))
+    assert _downtime(load, 10.0, 10.8) == 1.25  # 10.85 -> 12.1
 
 
 def _result(**change: object) -> DrillResult:
