@@ -30,11 +30,21 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` consecutive free ports, away from the dev defaults."""
+    """``count`` consecutive free ports, away from the dev defaults and below the ephemeral
+    range: there, any outgoing connection may take a port between our check and the server's
+    bind, and a client connecting to a stopped member's port can connect to itself."""
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    top = max(_ephemeral_low(), 25000)
     for _ in range(500):
-        base = rng.randrange(20000, 40000)
+        base = rng.randrange(20000, top - count)
         block = list(range(base, base + count))
         if not DEV_PORTS.intersection(block) and all(_port_free(p) for p in block):
             return block
