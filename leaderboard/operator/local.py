@@ -190,8 +190,9 @@ class LocalOperator:
                 raise StackError(f"pg_promote on {name} did not finish")
         finally:
             await conn.close()
-        # A promoted node inherits the old list; say explicitly what it must wait for.
-        await self._set_sync(target, SYNC_STANDBYS if self.durability == "required" else "")
+        # It is the primary from here on, whatever fails next: were a later step to fail
+        # before this is recorded, the next rounds would wait for the dead primary for good
+        # (its only synchronous candidate no longer answers as a replica).
         self.primary = name
         self.failovers += 1
         self.sync_candidates = frozenset()
@@ -199,6 +200,8 @@ class LocalOperator:
         self.stalls.reset()
         self.stack.update_state(primary=name)
         self.record("promoted", name, f"{name} is the primary (failover {self.failovers})")
+        # A promoted node inherits the old list; say explicitly what it must wait for.
+        await self._set_sync(target, SYNC_STANDBYS if self.durability == "required" else "")
         for other in self.stack.members:  # the other standbys follow the new primary
             if other.name not in (name, old) and other.pid() is not None:
                 try:

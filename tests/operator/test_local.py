@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import json
 
+from leaderboard.devstack.postgres import Member as PgMember
 from leaderboard.devstack.stack import Stack
 from leaderboard.operator.decide import Cluster
 from leaderboard.operator.local import LocalOperator
+from tests.conftest import own_cluster
 from tests.support import eventually
 
 
@@ -50,3 +52,41 @@ async def test_a_round_that_fails_unexpectedly_does_not_end_the_operator(stack: 
     assert actions[:4] == ["start", "error", "error", "none"], events
     assert "a bug in one round" in events[1]["reason"]
     assert "stray CancelledError" in events[2]["reason"]
+
+
+async def test_a_promotion_whose_last_step_fails_is_carried_on_from_the_new_primary() -> None:
+    """pg_promote succeeded, then the next step failed (a connection reset): the member is the
+    primary now, so the next rounds must build on it (rejoin the old one), not wait for the
+    dead primary, whose only synchronous candidate no longer answers as a replica."""
+    async with own_cluster("lb-promote-") as cluster:
+        operator = LocalOperator(cluster, "member0")
+        set_sync = operator._set_sync
+        failed = False
+
+        async def fails_once(member: PgMember, value: str) -> None:
+            nonlocal failed
+            if not failed:
+                failed = True
+                raise OSError("connection reset (injected)")
+            await set_sync(member, value)
+
+        operator._set_sync = fails_once  # type: ignore[method-assign]
+        await operator.round()  # healthy: member1 is seen as the synchronous candidate
+        assert operator.sync_candidates == {"member1"}
+        cluster.members[0].kill()
+        password = cluster.superuser_password
+
+        async def recovered() -> bool:
+            await operator.round()
+            roles = [await m.probe_role(password) for m in cluster.members]
+            return roles == ["replica", "primary"]
+
+        await eventually(recovered, timeout=60, interval=0.2)
+        assert failed and operator.primary == "member1"
+        conn = await cluster.members[1].connect(password)
+        try:  # writes commit: the rejoined member streams as the synchronous standby again
+            await conn.execute("SET statement_timeout = '10s'; CREATE TABLE carried_on (id int)")
+        finally:
+            await conn.close()
+        actions = [json.loads(e)["action"] for e in operator.events_path.read_text().splitlines()]
+        assert actions.count("promoted") == 1 and "rejoined" in actions
