@@ -99,17 +99,13 @@ def detached_stack(env: Mapping[str, str]) -> Iterator[None]:
     try:
         yield
     finally:
-        print("operator.jsonl, last 60 lines:", *operator_log(env, last=60), sep="\n")
-        stack_log = Path(env["LEADERBOARD_RUN_DIR"]) / "stack.log"
-        if stack_log.exists():
-            print("stack.log, last 30 lines:", *stack_log.read_text().splitlines()[-30:], sep="\n")
+        for name, last in (("operator.jsonl", 60), ("stack.log", 30)):
+            path = Path(env["LEADERBOARD_RUN_DIR"]) / name
+            if path.exists():
+                print(
+                    f"{name}, last {last} lines:", *path.read_text().splitlines()[-last:], sep="\n"
+                )
         cli("down", "--purge", env=env)
-
-
-def operator_log(env: Mapping[str, str], last: int = 40) -> list[str]:
-    """What the local operator decided lately."""
-    path = Path(env["LEADERBOARD_RUN_DIR"]) / "operator.jsonl"
-    return path.read_text().splitlines()[-last:] if path.exists() else ["no operator.jsonl"]
 
 
 async def eventually(
