@@ -359,7 +359,12 @@ async def test_failover_moves_labels_status_and_events_and_only_the_lease_holder
         await client.delete(Secret, "pg-app", namespace=NS)
         await client.delete(Service, "pg-rw", namespace=NS)
         assert world.obj("v1/secrets", "pg-app") is None
-        await successor.step()
+
+        async def restored() -> bool:  # provisioning waits for a round whose probe found the
+            await successor.step()  # primary (a busy machine may miss one)
+            return world.obj("v1/secrets", "pg-app") is not None
+
+        await eventually(restored, timeout=20, interval=0.3)
     finally:
         await client.close()
     assert world.obj("v1/secrets", "pg-app")["stringData"]["uri"] == uri  # type: ignore[index]
@@ -379,7 +384,12 @@ async def test_failover_moves_labels_status_and_events_and_only_the_lease_holder
     successor = KubeOperator(client, namespace=NS, name="pg", identity="operator-d", lease_s=1)
     try:
         await eventually(successor.lock.hold, timeout=25)  # operator-c's lease runs out
-        await successor.step()
+
+        async def finished() -> bool:  # in the first round whose probe finds member1 primary
+            await successor.step()
+            return bool(world.status["currentPrimary"] == "member1")
+
+        await eventually(finished, timeout=20, interval=0.3)
     finally:
         await client.close()
     assert world.status["currentPrimary"] == "member1" and world.status["failoverCount"] == 2
