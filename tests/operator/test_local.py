@@ -34,8 +34,8 @@ async def test_a_round_that_fails_unexpectedly_does_not_end_the_operator(stack: 
     task = asyncio.create_task(operator.run())
     try:
 
-        async def went_on() -> bool:
-            return rounds >= 3
+        async def went_on() -> bool:  # the 4th round began: the 3rd has recorded its decision
+            return rounds >= 4
 
         await eventually(went_on, timeout=10)
     finally:
