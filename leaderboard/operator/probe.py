@@ -63,9 +63,10 @@ async def probe(host: str, port: int, password: str, timeout: float) -> Probe:
 
 def leaked_cancellation() -> bool:
     """Whether a CancelledError that reached a round's loop was meant for someone else: nobody
-    called ``cancel()`` on the running task. Python 3.11's timeouts can let one escape (a
-    deadline that fires just as the awaited step finishes); the loop must not die of it, or
-    the operator stops failing over without a word."""
+    called ``cancel()`` on the running task. Nested timeouts (ours around asyncpg's) and
+    3.11's cancellation counting are subtle enough that one might escape a probe; not seen
+    here, but if one did the loop would die of it and the operator stop failing over without
+    a word."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() == 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -462,3 +463,35 @@ async def test_a_switchover_and_a_pause_are_asked_for_in_the_spec(world: World) 
         what="the failover once resumed",
     )
     assert await stack.members[0].probe_role(stack.superuser_password) == "primary"
+
+
+async def test_the_loop_survives_a_stray_cancellation_and_ends_on_its_own() -> None:
+    """A CancelledError nobody asked for (one that leaked from a timeout) fails one round;
+    a cancellation of the operator's task (kopf stopping the daemon) still ends the loop."""
+    client = AsyncClient(
+        KubeConfig.from_one(cluster=Cluster(server="http://127.0.0.1:1"), user=User())
+    )
+    operator = KubeOperator(client, namespace=NS, name="pg", identity="operator-x")
+    rounds = 0
+
+    async def step() -> dict[str, Any]:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise asyncio.CancelledError
+        return {}
+
+    operator.step = step  # type: ignore[method-assign]
+    task = asyncio.create_task(operator.run(lambda: False, interval_s=0.01))
+    try:
+
+        async def went_on() -> bool:
+            return rounds >= 3
+
+        await eventually(went_on, timeout=10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
+    assert task.cancelled()
