@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest loadtest-failover loadtest-ws
+.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest loadtest-failover loadtest-ws image
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,10 @@ pytest: install ## the test suite only
 
 clean: ## remove the virtualenv and caches (not the local stack's data: `leaderboard down --purge`)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+
+IMAGE ?= localhost/leaderboard:dev
+image: install ## build the one image (podman, or docker); makes stand-ins of bases no registry serves
+	$(BIN)/python -m leaderboard.containers.image --tag $(IMAGE)
 
 docs: install ## regenerate the generated files (README settings table, Grafana dashboards)
 	$(BIN)/python scripts/readme.py

@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     try:
-        settings = load_settings()
+        settings = load_settings(verifies_tokens=args.command != "operator")
     except SettingsError as exc:
         print(f"leaderboard: {exc}", file=sys.stderr)
         return 2
@@ -169,9 +169,9 @@ def _broadcaster(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _operator(settings: Settings, args: argparse.Namespace) -> int:
-    from leaderboard.operator import kube
+    from leaderboard.operator import kubestart
 
-    kube.run(settings.operator_metrics_port, settings.operator_health_port)
+    kubestart.run(settings.operator_metrics_port, settings.operator_health_port)
     return 0
 
 

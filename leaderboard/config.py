@@ -181,8 +181,6 @@ class Settings(BaseSettings):
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
         if secret is not None and len(secret.encode()) < 32:  # RFC 7518 3.2: key >= hash size
             raise ValueError(f"{ENV_PREFIX}JWT_SECRET must be at least 32 bytes")
-        if self.env == "prod" and self.jwt_algorithm == "HS256" and self.jwt_secret is None:
-            raise ValueError(f"{ENV_PREFIX}JWT_SECRET is required when {ENV_PREFIX}ENV=prod")
         return self
 
     @property
@@ -207,13 +205,22 @@ def _describe(error: dict[str, object]) -> str:
     return f"{variable}={error.get('input')!r}: {message}"
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings; raise :class:`SettingsError` naming every bad variable."""
+def load_settings(*, verifies_tokens: bool = True, **overrides: object) -> Settings:
+    """Read the settings; raise :class:`SettingsError` naming every bad variable.
+
+    ``verifies_tokens``: the process verifies or mints JWTs (all but the operator), so in
+    prod it needs an explicit key; the operator's pod is given none."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = [_describe(dict(e)) for e in exc.errors(include_url=False)]
         raise SettingsError("\n".join(f"invalid setting {line}" for line in lines)) from None
+    hs256 = settings.jwt_algorithm == "HS256"
+    if verifies_tokens and settings.env == "prod" and hs256 and settings.jwt_secret is None:
+        raise SettingsError(
+            f"invalid setting {ENV_PREFIX}JWT_SECRET is required when {ENV_PREFIX}ENV=prod"
+        )
+    return settings
 
 
 def settings_table() -> str:

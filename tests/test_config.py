@@ -37,6 +37,13 @@ def test_prod_refuses_to_start_without_a_jwt_secret(monkeypatch: pytest.MonkeyPa
         load_settings()
 
 
+def test_prod_starts_the_operator_without_a_jwt_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The chart gives the operator's pod no JWT secret: it verifies no token.
+    monkeypatch.setenv("LEADERBOARD_ENV", "prod")
+    monkeypatch.delenv("LEADERBOARD_JWT_SECRET", raising=False)
+    assert load_settings(verifies_tokens=False).env == "prod"
+
+
 def test_asymmetric_algorithm_needs_a_public_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEADERBOARD_JWT_ALGORITHM", "RS256")
     with pytest.raises(SettingsError, match="LEADERBOARD_JWT_PUBLIC_KEY"):

@@ -50,8 +50,7 @@ from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.types import PatchType
 
-from leaderboard.db.sql import ident, literal
-from leaderboard.operator import metrics
+from leaderboard.operator import metrics, provision
 from leaderboard.operator.decide import Action, Cluster, Decision, Member, decide
 from leaderboard.operator.lease import LeaseLock
 from leaderboard.operator.probe import Stalls, leaked_cancellation, probe
@@ -60,7 +59,7 @@ GROUP, VERSION, KIND, PLURAL = "leaderboard.dev", "v1", "PostgresCluster", "post
 CLUSTER_LABEL = "leaderboard.dev/cluster"
 ROLE_LABEL = "leaderboard.dev/role"
 COMPONENT = "leaderboard-operator"
-SYNC_STANDBYS = "ANY 1 (*)"
+SYNC_STANDBYS = provision.SYNC_STANDBYS
 PG_PORT = 5432
 
 PostgresCluster = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
@@ -356,23 +355,10 @@ class KubeOperator:
         user = data.get("app-username", "leaderboard")
         database = data.get("app-database", "leaderboard")
         password = data["app-password"]
-        await self._sql(
-            self.primary,
-            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {literal(user)}) "
-            f"THEN CREATE ROLE {ident(user)} LOGIN PASSWORD {literal(password)}; END IF; END $$",
-        )
-        exists = await self._sql(
-            self.primary,
-            f"SELECT 1 FROM pg_database WHERE datname = {literal(database)}",  # noqa: S608
-        )
-        if not exists:
-            await self._sql(self.primary, f"CREATE DATABASE {ident(database)} OWNER {ident(user)}")
-        host = f"{self.name}-rw.{self.namespace}.svc"
-        uri = f"postgresql://{user}:{password}@{host}:{PG_PORT}/{database}"
-        strings = {
-            "username": user, "password": password, "dbname": database, "host": host,
-            "port": str(PG_PORT), "uri": uri,
-        }  # fmt: skip
+        await self._sql(self.primary, provision.role_sql(user, password))
+        if not await self._sql(self.primary, provision.database_exists_sql(database)):
+            await self._sql(self.primary, provision.create_database_sql(database, user))
+        strings = provision.app_secret(self.name, self.namespace, user, password, database)
         secret = Secret(metadata=self._owned(cr, f"{self.name}-app"), stringData=strings)
         await self._create_or_patch(Secret, secret, {"stringData": strings})
 
@@ -533,7 +519,7 @@ class KubeOperator:
         )
 
     async def _set_sync(self, name: str, value: str) -> None:
-        await self._sql(name, f"ALTER SYSTEM SET synchronous_standby_names = {literal(value)}")
+        await self._sql(name, provision.sync_standbys_sql(value))
         await self._sql(name, "SELECT pg_reload_conf()")
 
     # -- routing, status, events
@@ -737,18 +723,3 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
 # `kopf run -m leaderboard.operator.kube` and `leaderboard operator` both use this registry.
 register(kopf.get_default_registry())
-
-
-def run(metrics_port: int, health_port: int) -> None:
-    """``leaderboard operator``: the PostgresClusters of its own namespace (``POD_NAMESPACE``,
-    so a namespaced Role suffices), or of every namespace when that is not set."""
-    from prometheus_client import start_http_server
-
-    start_http_server(metrics_port)
-    namespace = os.environ.get("POD_NAMESPACE")
-    kopf.run(
-        clusterwide=namespace is None,
-        namespaces=[namespace] if namespace else [],
-        standalone=True,
-        liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz",
-    )
