@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest loadtest-failover loadtest-ws image
+.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest loadtest-failover loadtest-ws image chart-up chart-down
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,9 +25,10 @@ run: install ## start the local stack in the foreground (Ctrl-C stops everything
 
 test: install lint types pytest ## lint, type-check and run the whole test suite
 
-lint: install ## ruff: lint and formatting
+lint: install ## ruff (lint and formatting) and import-linter (which package may import which)
 	$(BIN)/ruff check leaderboard tests bench scripts loadtest
 	$(BIN)/ruff format --check leaderboard tests bench scripts loadtest
+	$(BIN)/lint-imports --no-cache
 
 types: install ## mypy (strict) on the package
 	$(BIN)/mypy
@@ -42,7 +43,13 @@ IMAGE ?= localhost/leaderboard:dev
 image: install ## build the one image (podman, or docker); makes stand-ins of bases no registry serves
 	$(BIN)/python -m leaderboard.containers.image --tag $(IMAGE)
 
-docs: install ## regenerate the generated files (README settings table, Grafana dashboards)
+chart-up: image ## the chart's pods as containers (podman), wired as the chart wires them; last line: JSON
+	$(BIN)/python -m leaderboard.containers.chartpods up --image $(IMAGE)
+
+chart-down: install ## remove every container, network and volume chart-up made
+	$(BIN)/python -m leaderboard.containers.chartpods down
+
+docs: install ## regenerate the generated files (docs/settings.md, Grafana dashboards)
 	$(BIN)/python scripts/readme.py
 	$(BIN)/python scripts/dashboards.py
 

@@ -1,4 +1,5 @@
-"""Rewrite the generated parts of README.md (`make docs`); the tests check they are current."""
+"""Rewrite the generated settings table of docs/settings.md (`make docs`); the tests check it is
+current."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from leaderboard.config import settings_table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 BLOCK = re.compile(r"(<!-- settings:begin -->\n).*?(<!-- settings:end -->)", re.S)
 
 

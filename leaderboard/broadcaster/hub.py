@@ -22,15 +22,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from websockets.frames import Frame, Opcode
 
 from leaderboard.broadcaster import metrics
-
-if TYPE_CHECKING:
-    from leaderboard.broadcaster.connection import Connection
 
 log = logging.getLogger("leaderboard.broadcaster")
 
@@ -38,6 +35,25 @@ CLOSE_GOING_AWAY = 1001  # SIGTERM: reconnect to another broadcaster
 CLOSE_TRY_AGAIN = 1013  # this broadcaster is at its connection limit
 CLOSE_SLOW = 4008  # the client did not read its updates for ws_slow_client_s
 PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)
+
+
+class Client(Protocol):
+    """What the hub needs of a WebSocket connection (``connection.Connection`` is one): the
+    hub only hands frames to transports and asks connections to ping or close, so it never
+    imports the connection module, which imports the hub."""
+
+    transport: asyncio.Transport | None
+    closing: bool
+    missed: bool  # a frame went past it while it was paused: it gets a snapshot on resume
+    paused_since: float | None
+    last_seen: float
+    last_ping: float
+
+    def ping(self, now: float) -> None: ...
+
+    def close(self, code: int, reason: str, *, force: bool = False) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -53,11 +69,11 @@ class Hub:
         ping_timeout_s: float,
         slow_client_s: float,
     ) -> None:
-        self.connections: set[Connection] = set()
+        self.connections: set[Client] = set()
         # The transports that take frames right now, and the connections that do not. The
         # fan-out loop touches nothing but the first: one C-level write per client.
-        self.writable: dict[Connection, asyncio.Transport] = {}
-        self.paused: set[Connection] = set()
+        self.writable: dict[Client, asyncio.Transport] = {}
+        self.paused: set[Client] = set()
         self.max_connections = max_connections
         self.ping_interval_s = ping_interval_s
         self.ping_timeout_s = ping_timeout_s
@@ -106,7 +122,7 @@ class Hub:
 
     # -- connections
 
-    def add(self, conn: Connection) -> bool:
+    def add(self, conn: Client) -> bool:
         if not self.accepting or len(self.connections) >= self.max_connections:
             return False
         assert conn.transport is not None
@@ -115,12 +131,12 @@ class Hub:
         metrics.CONNECTIONS.set(len(self.connections))
         return True
 
-    def pause(self, conn: Connection) -> None:
+    def pause(self, conn: Client) -> None:
         """``conn`` is above its write buffer's high-water mark: send it nothing more."""
         if self.writable.pop(conn, None) is not None:
             self.paused.add(conn)
 
-    def resume(self, conn: Connection) -> bool:
+    def resume(self, conn: Client) -> bool:
         """``conn`` drained; True if it should be sent the current snapshot (it missed some)."""
         if conn not in self.paused:
             return False
@@ -129,11 +145,11 @@ class Hub:
             self.writable[conn] = conn.transport
         return True
 
-    def stop_sending(self, conn: Connection) -> None:
+    def stop_sending(self, conn: Client) -> None:
         self.writable.pop(conn, None)
         self.paused.discard(conn)
 
-    def remove(self, conn: Connection) -> None:
+    def remove(self, conn: Client) -> None:
         self.stop_sending(conn)
         self.connections.discard(conn)
         metrics.CONNECTIONS.set(len(self.connections))

@@ -71,7 +71,11 @@ local ids = {}
 for i = 1, #top, 2 do ids[#ids + 1] = top[i] end
 table.sort(ids)
 local membership = table.concat(ids, '\\n')
-if membership == (redis.call('HGET', top10, 'members') or '') then
+-- Unchanged membership publishes nothing, except the very first state (an empty board
+-- has one too): broadcasters then hand viewers its seq, and the first real change is seq+1
+-- for them, not a gap from 0 to the clock.
+if membership == (redis.call('HGET', top10, 'members') or '')
+    and redis.call('HEXISTS', top10, 'seq') == 1 then
   return {rank, 0, ready}
 end
 local now = redis.call('TIME')

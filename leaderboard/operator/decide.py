@@ -51,7 +51,8 @@ class Member:
 class Cluster:
     members: tuple[Member, ...]
     primary: str  # the member the operator made primary (routing points at it)
-    sync_candidates: frozenset[str] = frozenset()  # standbys last seen as sync/quorum
+    sync_candidates: frozenset[str] = frozenset()  # may hold the newest acknowledged write
+    sync_streaming: frozenset[str] = frozenset()  # what the primary reports now (for metrics)
     durability: Durability = "required"
     failure_threshold: int = 3
     stall_threshold: int = 10  # a replica not streaming for this many probes is rejoined
@@ -72,6 +73,22 @@ class Decision:
 
     def __str__(self) -> str:
         return f"{self.action.value}{' ' + self.target if self.target else ''}: {self.reason}"
+
+
+def remember_candidates(
+    known: frozenset[str], seen: frozenset[str], members: frozenset[str]
+) -> frozenset[str]:
+    """The synchronous candidates after a probe of the primary: those it reports streaming as
+    sync or quorum now, plus every one seen before, while they are members.
+
+    Never fewer on the primary's word alone: a probe that lands on a primary whose postmaster
+    was just killed runs in a backend that outlives it for a moment and finds its walsenders
+    already gone. Taking that empty answer as the truth left no candidate, so no failover,
+    ever (the drills' "no promotion within 60 s"). Keeping a standby that stopped streaming
+    is safe: it holds every write acknowledged while it was synchronous, and decide() waits
+    for every candidate and promotes the one with the highest LSN. The set starts afresh at
+    each promotion or switchover."""
+    return (known | seen) & members
 
 
 def decide(cluster: Cluster) -> Decision:

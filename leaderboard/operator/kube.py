@@ -51,7 +51,14 @@ from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.types import PatchType
 
 from leaderboard.operator import metrics, provision
-from leaderboard.operator.decide import Action, Cluster, Decision, Member, decide
+from leaderboard.operator.decide import (
+    Action,
+    Cluster,
+    Decision,
+    Member,
+    decide,
+    remember_candidates,
+)
 from leaderboard.operator.lease import LeaseLock
 from leaderboard.operator.probe import Stalls, leaked_cancellation, probe
 
@@ -123,6 +130,7 @@ class KubeOperator:
         self.failovers = 0
         self.last_failover: str | None = None
         self.sync_candidates: frozenset[str] = frozenset()
+        self.sync_streaming: frozenset[str] = frozenset()  # what the primary reports now
         self.failures: dict[str, int] = {}
         self.stalls = Stalls()
         self._rejoined_at: dict[str, float] = {}
@@ -192,6 +200,7 @@ class KubeOperator:
             members=tuple(members),
             primary=self.primary,
             sync_candidates=self.sync_candidates,
+            sync_streaming=self.sync_streaming,
             durability=spec.get("durability", "required"),
             failure_threshold=int(probe_spec.get("failureThreshold", 3)),
             paused=bool(spec.get("paused", False)),
@@ -254,6 +263,7 @@ class KubeOperator:
     async def _observe(self, pods: list[Pod], spec: Mapping[str, Any]) -> list[Member]:
         password = await self._superuser_password()
         timeout = float(spec.get("probe", {}).get("timeoutSeconds", 1.0))
+        names = frozenset(_name(pod) for pod in pods)
 
         async def one(pod: Pod) -> Member:
             name = _name(pod)
@@ -278,7 +288,10 @@ class KubeOperator:
             streaming = seen.upstream_port is not None
             stalled = self.stalls.see(name, seen)
             if not seen.in_recovery and name == self.primary:
-                self.sync_candidates = seen.sync_standbys
+                self.sync_streaming = seen.sync_standbys
+                self.sync_candidates = remember_candidates(
+                    self.sync_candidates, seen.sync_standbys, names
+                )
             return Member(
                 name,
                 reachable=True,
@@ -568,7 +581,7 @@ class KubeOperator:
                 phase = "Paused"
             elif not writable:
                 phase = "Unavailable"
-            elif self.sync_candidates and len(streaming) == len(members) - 1:
+            elif self.sync_streaming and len(streaming) == len(members) - 1:
                 phase = "Healthy"
             else:
                 phase = "Degraded"
@@ -578,9 +591,9 @@ class KubeOperator:
                 f"{self.primary} accepts writes" if writable else "no member accepts writes",
             ),
             self._condition(
-                "SynchronousStandby", bool(self.sync_candidates),
-                "Streaming" if self.sync_candidates else "Missing",
-                ", ".join(sorted(self.sync_candidates)) or
+                "SynchronousStandby", bool(self.sync_streaming),
+                "Streaming" if self.sync_streaming else "Missing",
+                ", ".join(sorted(self.sync_streaming)) or
                 ("writes wait for a standby" if durability == "required"
                  else "writes are not replicated synchronously"),
             ),

@@ -27,7 +27,15 @@ from leaderboard.db.sql import literal
 from leaderboard.devstack.postgres import Member as PgMember
 from leaderboard.devstack.process import StackError
 from leaderboard.devstack.stack import SYNC_STANDBYS, Stack
-from leaderboard.operator.decide import Action, Cluster, Decision, Durability, Member, decide
+from leaderboard.operator.decide import (
+    Action,
+    Cluster,
+    Decision,
+    Durability,
+    Member,
+    decide,
+    remember_candidates,
+)
 from leaderboard.operator.probe import Stalls, leaked_cancellation, probe
 
 log = logging.getLogger("leaderboard.operator")
@@ -53,6 +61,7 @@ class LocalOperator:
         self.failures = {m.name: 0 for m in stack.members}
         self.stalls = Stalls()
         self.sync_candidates: frozenset[str] = frozenset()
+        self.sync_streaming: frozenset[str] = frozenset()
         self.failovers = 0
         self.paused = False
         self.switchover_to: str | None = None
@@ -70,6 +79,7 @@ class LocalOperator:
     async def observe(self) -> Cluster:
         password = self.stack.superuser_password
         by_port = {m.port: m.name for m in self.stack.members}
+        names = frozenset(by_port.values())
 
         async def one(member: PgMember) -> Member:
             running = member.pid() is not None
@@ -84,7 +94,10 @@ class LocalOperator:
             self.failures[member.name] = 0
             stalled = self.stalls.see(member.name, seen)
             if not seen.in_recovery and member.name == self.primary:
-                self.sync_candidates = seen.sync_standbys
+                self.sync_streaming = seen.sync_standbys
+                self.sync_candidates = remember_candidates(
+                    self.sync_candidates, seen.sync_standbys, names
+                )
             return Member(
                 member.name,
                 reachable=True,
@@ -102,6 +115,7 @@ class LocalOperator:
             members=tuple(members),
             primary=self.primary,
             sync_candidates=self.sync_candidates,
+            sync_streaming=self.sync_streaming,
             durability=self.durability,
             failure_threshold=self.failure_threshold,
             paused=self.paused,

@@ -52,7 +52,7 @@ def observe(name: str, cluster: Cluster) -> None:
     primary = cluster.member(cluster.primary)
     writable = primary is not None and primary.reachable and primary.role == "primary"
     WRITABLE.labels(name).set(1 if writable else 0)
-    SYNC_STANDBYS.labels(name).set(len(cluster.sync_candidates) if writable else 0)
+    SYNC_STANDBYS.labels(name).set(len(cluster.sync_streaming) if writable else 0)
     for m in cluster.members:
         MEMBER_UP.labels(name, m.name).set(1 if m.reachable else 0)
         PRIMARY.labels(name, m.name).set(1 if writable and m.name == cluster.primary else 0)

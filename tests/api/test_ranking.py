@@ -221,3 +221,22 @@ async def test_a_flushed_redis_answers_from_postgresql_and_rebuilds_once(
     assert _rebuilds_done() == rebuilds_before + 1
     assert await api.services.redis.zcard(board.ranking.keys.scores) == 12
     assert await board.ranking.top() == expected["top"]
+
+
+async def test_an_empty_board_has_a_published_state_that_the_first_change_follows_by_one(
+    empty_board: Api,
+) -> None:
+    # empty_board dropped the published state and rebuilt: nothing had changed, yet the
+    # state is published once, so a broadcaster hands viewers its seq (not 0) and the first
+    # real change is that seq + 1 for them, not a gap up to the clock (seen on a fresh
+    # chart-up: every viewer's first change came as a re-sync snapshot).
+    svc = empty_board.services
+    keys = svc.leaderboard.ranking.keys
+    state = json.loads(await svc.redis.hget(keys.top10, "message"))
+    assert state["top"] == []
+    async with Subscriber(svc.redis, keys.updates) as subscriber:
+        assert (await empty_board.complete("first-ever", "verify-email")).status_code == 200
+        messages = await subscriber.settle()
+    assert [(m["seq"], [e["userId"] for e in m["top"]]) for m in messages] == [
+        (state["seq"] + 1, ["first-ever"])
+    ]

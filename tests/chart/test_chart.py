@@ -160,6 +160,16 @@ def test_every_container_is_locked_down(chart: Chart) -> None:
             assert c["resources"]["requests"] and c["resources"]["limits"], c["name"]
 
 
+def test_no_pod_gets_service_link_variables(chart: Chart) -> None:
+    # For the Service <release>-api Kubernetes sets LEADERBOARD_API_PORT=tcp://IP:80 in every
+    # pod of the namespace: one of our settings, so the pods crash-looped (seen in chart-up).
+    for doc in render(chart, PROFILES["ha"]):
+        template = doc.get("spec", {}).get("template", {}).get("spec")
+        pod = template or (doc["spec"] if doc["kind"] == "Pod" else None)
+        if pod is not None:
+            assert pod.get("enableServiceLinks") is False, doc["metadata"]["name"]
+
+
 def test_broadcaster_grace_period_covers_its_drain(chart: Chart) -> None:
     docs = render(chart, {"broadcaster": {"drainSeconds": 40}})
     (ws,) = [

@@ -26,6 +26,8 @@ from leaderboard.devstack.stack import Stack
 from tests.conftest import own_cluster
 from tests.support import eventually, free_ports
 
+# Every test is async, so pytest-asyncio keeps them in one group (a sync one would be
+# ordered apart, and the module's fixtures set up twice).
 pytestmark = pytest.mark.slow
 
 TAG = image.DEFAULT_TAG  # the same tag as `make image`, so one build serves both
@@ -125,12 +127,18 @@ async def until_answers(url: str, containers: Containers, name: str, timeout: fl
             await asyncio.sleep(0.2)
 
 
-def test_the_image_holds_exactly_the_source_that_was_copied_in(engine: Engine, built: str) -> None:
+def _source_hashes() -> dict[str, str]:
     package = Path(image.REPO / "leaderboard")
-    local = {
+    return {
         str(p.relative_to(package)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(package.rglob("*.py"))
     }
+
+
+async def test_the_image_holds_exactly_the_source_that_was_copied_in(
+    engine: Engine, built: str
+) -> None:
+    local = _source_hashes()
     script = (
         "import hashlib, json, pathlib, leaderboard\n"
         "root = pathlib.Path(leaderboard.__file__).parent\n"
@@ -141,7 +149,7 @@ def test_the_image_holds_exactly_the_source_that_was_copied_in(engine: Engine, b
     assert json.loads(done.stdout) == local
 
 
-def test_the_image_runs_as_10001_and_that_user_can_write_only_tmp(
+async def test_the_image_runs_as_10001_and_that_user_can_write_only_tmp(
     engine: Engine, built: str
 ) -> None:
     assert engine.inspect(built, "{{.Config.User}}") == "10001:10001"

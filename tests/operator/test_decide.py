@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from leaderboard.operator.decide import Action, Cluster, Decision, Member, decide
+from leaderboard.operator.decide import (
+    Action,
+    Cluster,
+    Decision,
+    Member,
+    decide,
+    remember_candidates,
+)
 from leaderboard.operator.probe import Probe, Stalls
 
 P = Member("m0", reachable=True, role="primary", lsn=100)
@@ -216,3 +223,18 @@ def test_a_replica_is_stalled_only_while_it_neither_streams_nor_replays() -> Non
     stalls.reset("m1")
     assert stalls.see("m1", _seen(400)) == 1  # counted afresh (its LSN is still remembered)
     assert stalls.see("m0", _seen(900, in_recovery=False)) == 0  # a primary never stalls
+
+
+def test_a_dying_primary_that_reports_no_standby_does_not_erase_the_candidates() -> None:
+    # A probe answered by a backend that outlives its killed postmaster sees no walsender.
+    members = frozenset({"member0", "member1", "member2"})
+    known = frozenset({"member1"})
+    assert remember_candidates(known, frozenset(), members) == {"member1"}
+    assert remember_candidates(known, frozenset({"member2"}), members) == {"member1", "member2"}
+
+
+def test_a_candidate_that_is_no_longer_a_member_is_forgotten() -> None:
+    members = frozenset({"member0", "member1"})
+    assert remember_candidates(frozenset({"member1", "member2"}), frozenset(), members) == {
+        "member1"
+    }

@@ -1,0 +1,180 @@
+"""``make chart-up``: the chart's pods as containers, found through the Service names, doing
+the platform's work end to end; a broken pod spec fails naming the pod."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import pytest_asyncio
+from websockets.asyncio.client import connect
+
+from leaderboard.containers import image
+from leaderboard.containers.chartpods import ChartUpError, Release
+from leaderboard.containers.engine import Engine
+from leaderboard.containers.kubelet import Doc, PodSpecError
+
+# Every test is async, so pytest-asyncio keeps them in one group: a sync test among them
+# would be ordered apart, and the module's chart-up would run twice.
+pytestmark = pytest.mark.slow
+
+NS = "shop"
+NAME = "lbtest"  # not the default release: a developer's `make chart-up` is left alone
+FULL = f"{NAME}-leaderboard"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    engine = Engine.detect()
+    image.build(engine, image.DEFAULT_TAG)
+    return engine
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def release(engine: Engine) -> AsyncIterator[tuple[Release, dict[str, Any], str]]:
+    up = Release(engine, image.DEFAULT_TAG, name=NAME, namespace=NS)
+    first = await up.up(timeout=240)
+    again = Release(engine, image.DEFAULT_TAG, name=NAME, namespace=NS)
+    try:
+        second = await again.up(timeout=240)  # replaces the first
+        yield again, second, first["jwt_secret"]
+    finally:
+        again.down()
+
+
+def token(secret: str, user: str) -> str:
+    claims = {"sub": user, "exp": int(time.time()) + 600}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def containers(engine: Engine, label: str) -> list[str]:
+    done = engine.run("ps", "--all", "--format", "{{.Names}}", "--filter", f"label={label}")
+    return sorted(done.stdout.split())
+
+
+async def test_every_pod_is_ready_and_the_helm_test_passes(
+    release: tuple[Release, dict[str, Any], str],
+) -> None:
+    _, result, _ = release
+    pods = result["pods"]
+    assert set(pods) == {
+        f"{FULL}-{name}" for name in ("api-0", "broadcaster-0", "operator-0", "pg-0", "pg-1",
+                                      "redis-0")
+    }  # fmt: skip
+    for name, pod in pods.items():
+        assert pod["ready"], name
+        assert pod["liveness"].startswith(("passed", "no probe")), (name, pod["liveness"])
+    assert result["helm_test"] == {f"{FULL}-test-api": "API ready; leaderboard has 0 entries"}
+    line = json.dumps(result)
+    assert json.loads(line)["api_url"].startswith("http://127.0.0.1:")
+
+
+async def test_a_second_chart_up_replaced_the_first(
+    engine: Engine, release: tuple[Release, dict[str, Any], str]
+) -> None:
+    up, result, first_secret = release
+    assert result["jwt_secret"] != first_secret  # a new render, new generated secrets
+    names = containers(engine, up.label)
+    services = [n for n in names if n.endswith("-svc")]
+    assert sorted(set(names) - set(services)) == sorted(result["pods"])  # nothing left over
+    assert len(names) == len(set(names))
+
+
+async def test_the_standby_streams_synchronously_through_the_rw_service(
+    engine: Engine, release: tuple[Release, dict[str, Any], str]
+) -> None:
+    done = engine.run(
+        "exec", f"{FULL}-pg-0", "psql", "-h", "/var/run/postgresql", "-U", "postgres", "-XAtc",
+        "SELECT application_name, state, sync_state FROM pg_stat_replication",
+    )  # fmt: skip
+    assert done.stdout.strip() == f"{FULL}-pg-1|streaming|quorum"  # ANY 1 (*): quorum
+
+
+async def test_the_pods_resolve_every_dns_form_of_a_service(
+    engine: Engine, release: tuple[Release, dict[str, Any], str]
+) -> None:
+    names = [
+        f"{FULL}-redis", f"{FULL}-redis.{NS}", f"{FULL}-pg-rw.{NS}.svc",
+        f"{FULL}-api.{NS}.svc.cluster.local", f"{FULL}-pg-0.{FULL}-pg-hl.{NS}.svc",
+    ]  # fmt: skip
+    script = "import socket, sys\nfor n in sys.argv[1:]: print(socket.gethostbyname(n))"
+    done = engine.run("exec", f"{FULL}-api-0", "python", "-c", script, *names)
+    assert len(done.stdout.split()) == len(names)
+
+
+async def test_a_completion_through_the_api_service_reaches_a_viewer_of_the_broadcaster(
+    release: tuple[Release, dict[str, Any], str],
+) -> None:
+    _, result, _ = release
+    secret = result["jwt_secret"]
+    user = f"chart-{uuid.uuid4().hex[:8]}"
+    async with connect(f"{result['ws_url']}?token={token(secret, 'viewer')}") as ws:
+        snapshot = json.loads(await ws.recv(decode=True))
+        assert snapshot["type"] == "snapshot"
+        async with httpx.AsyncClient(base_url=result["api_url"], timeout=10) as client:
+            done = await client.post(
+                "/api/action/complete",
+                json={"actionId": "quiz-basics", "data": {"correct": 9}},
+                headers={"Authorization": f"Bearer {token(secret, user)}"},
+            )
+            assert done.status_code == 200, done.text
+            assert done.json()["score"] == 100 and done.json()["rank"] >= 1
+            board = (await client.get("/api/leaderboard")).json()["top"]
+            assert user in [entry["userId"] for entry in board]
+        change = json.loads(await asyncio.wait_for(ws.recv(decode=True), 10))
+        assert change["type"] == "top10" and change["seq"] == snapshot["seq"] + 1
+        assert user in [entry["userId"] for entry in change["top"]]
+
+
+async def test_the_operator_pod_says_it_waits_for_the_kubernetes_api(
+    engine: Engine, release: tuple[Release, dict[str, Any], str]
+) -> None:
+    done = engine.run("logs", f"{FULL}-operator-0")
+    logs = done.stdout + done.stderr
+    assert "waiting for the Kubernetes API: no Kubernetes API configured" in logs
+    assert "Traceback" not in logs
+
+
+def _container(docs: list[Doc], kind: str, suffix: str) -> Doc:
+    doc = next(d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix))
+    container: Doc = doc["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+async def test_a_mount_of_no_volume_fails_before_anything_starts(engine: Engine) -> None:
+    def broken(docs: list[Doc]) -> None:
+        _container(docs, "Deployment", "-broadcaster")["volumeMounts"].append(
+            {"name": "cache", "mountPath": "/cache"}
+        )
+
+    up = Release(engine, image.DEFAULT_TAG, name="lbbroken", namespace=NS, mutate=broken)
+    try:
+        with pytest.raises(PodSpecError, match=r"pod lbbroken-leaderboard-broadcaster-0: .*cache"):
+            await up.up(timeout=60)
+        assert containers(engine, up.label) == []
+    finally:
+        up.down()
+
+
+async def test_a_misspelt_env_name_fails_naming_the_pod_and_its_probe(engine: Engine) -> None:
+    def broken(docs: list[Doc]) -> None:
+        env = _container(docs, "Deployment", "-api")["env"]
+        entry = next(e for e in env if e["name"] == "LEADERBOARD_DATABASE_URL")
+        entry["name"] = "LEADERBOARD_DATABSE_URL"
+
+    up = Release(engine, image.DEFAULT_TAG, name="lbbroken", namespace=NS, mutate=broken)
+    try:
+        with pytest.raises(ChartUpError) as failed:
+            await up.up(timeout=30)
+    finally:
+        up.down()
+    message = str(failed.value)
+    assert "pod lbbroken-leaderboard-api-0: startupProbe httpGet /healthz" in message, message
+    assert "pod lbbroken-leaderboard-broadcaster-0" not in message  # only the broken one
