@@ -87,7 +87,12 @@ def remember_candidates(
     ever (the drills' "no promotion within 60 s"). Keeping a standby that stopped streaming
     is safe: it holds every write acknowledged while it was synchronous, and decide() waits
     for every candidate and promotes the one with the highest LSN. The set starts afresh at
-    each promotion or switchover."""
+    each promotion or switchover.
+
+    The price, with three or more members: a candidate that died before the primary holds
+    up the failover until it answers again. Dropping it sooner would need each standby's
+    flush LSN against the last write it could have acknowledged (a lagging quorum standby
+    may not have it yet); the probes do not read those today."""
     return (known | seen) & members
 
 
