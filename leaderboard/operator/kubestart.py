@@ -22,7 +22,8 @@ import uvloop
 from aiohttp import web
 from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig
 
-from leaderboard.operator import kube
+from leaderboard.operator import kube  # noqa: F401 (registers the kopf handlers)
+from leaderboard.operator.kubeshell import PostgresCluster
 
 log = logging.getLogger("leaderboard.operator")
 
@@ -58,7 +59,7 @@ async def connect(namespace: str | None, state: ApiState) -> AsyncClient:
         try:
             config = KubeConfig.from_env()
             client = AsyncClient(config, timeout=httpx2.Timeout(5.0))
-            async for _ in client.list(kube.PostgresCluster, namespace=namespace or "*"):
+            async for _ in client.list(PostgresCluster, namespace=namespace or "*"):
                 break
             state.connected = True
             log.info("connected to the Kubernetes API at %s", _server(config))
