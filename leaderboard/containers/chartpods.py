@@ -111,7 +111,8 @@ class Release:
     namespace: str = "leaderboard"
     api_port: int = 0
     ws_port: int = 0
-    state_dir: Path = field(default_factory=lambda: image.REPO / ".run" / "chart-up")
+    # Not under .run/: `leaderboard down --purge` would delete the files the pods mount.
+    state_dir: Path = field(default_factory=lambda: image.REPO / ".chart-up")
     mutate: Callable[[list[Doc]], None] | None = None  # tests break a spec on purpose
     docs: list[Doc] = field(default_factory=list)
     objects: Objects = field(default_factory=Objects)
