@@ -101,8 +101,12 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         print("Ctrl-C stops everything.", flush=True)
 
     async def supervise(primary: Member) -> None:
+        from prometheus_client import start_http_server
+
         from leaderboard.operator.local import LocalOperator
 
+        # The operator's metrics, as its pod serves them in Kubernetes (dashboards, alerts).
+        start_http_server(settings.operator_metrics_port, addr=settings.host)
         await LocalOperator(
             stack,
             primary.name,

@@ -130,7 +130,11 @@ class Settings(BaseSettings):
         True, description="`leaderboard up` runs the failover operator over the local members."
     )
     operator_metrics_port: int = Field(
-        8002, ge=1, le=65535, description="`leaderboard operator`: Prometheus metrics port."
+        8002,
+        ge=1,
+        le=65535,
+        description="The operator's Prometheus metrics port (`leaderboard operator`; the local "
+        "stack's operator too).",
     )
     operator_health_port: int = Field(
         8003, ge=1, le=65535, description="`leaderboard operator`: liveness port (/healthz)."

@@ -51,3 +51,15 @@ DB_UNAVAILABLE = Counter(
 )
 POOL_SIZE = Gauge("leaderboard_db_pool_connections", "Open PostgreSQL connections in the pool")
 POOL_IDLE = Gauge("leaderboard_db_pool_idle_connections", "Idle PostgreSQL connections")
+
+
+# Known label values exist at 0 from the start: a dashboard shows 0, not "No data", and the
+# first event is an increase that rate() and increase() see (a series born at 1 has none).
+for _backend in ("redis", "local"):
+    RATE_LIMITED.labels(_backend)
+for _operation in ("ratelimit", "record", "top", "user"):
+    REDIS_FALLBACKS.labels(_operation)
+for _outcome in ("committed", "absent"):
+    UNCERTAIN.labels(_outcome)
+for _result in ("done", "elsewhere", "failed"):
+    REBUILDS.labels(_result)

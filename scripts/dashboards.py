@@ -33,8 +33,10 @@ API: list[Panel] = [
         "Error ratio (5xx)",
         [
             (
-                f'sum(rate(leaderboard_http_requests_total{{status=~"5.."}}{RATE})) '
-                f"/ sum(rate(leaderboard_http_requests_total{RATE}))",
+                # `or vector(0)`: with no 5xx at all the numerator has no series, and the
+                # panel would say "No data" when the truth is 0%.
+                f'(sum(rate(leaderboard_http_requests_total{{status=~"5.."}}{RATE})) '
+                f"or vector(0)) / sum(rate(leaderboard_http_requests_total{RATE}))",
                 "5xx",
             )
         ],

@@ -18,7 +18,7 @@ from leaderboard.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 # The local stack's default ports: the tests never touch a developer's running stack.
-DEV_PORTS = {5433, 5434, 5435, 5436, 5437, 6380, 8000, 8001}
+DEV_PORTS = {5433, 5434, 5435, 5436, 5437, 6380, 8000, 8001, 8002, 8003}
 
 
 def _port_free(port: int) -> bool:
@@ -54,7 +54,7 @@ def free_ports(count: int) -> list[int]:
 def stack_env(run_dir: Path, members: int = 2) -> dict[str, str]:
     """Environment for a CLI stack in ``run_dir`` on free ports."""
     pg = free_ports(members)
-    other = free_ports(3)
+    other = free_ports(4)
     return {
         "LEADERBOARD_RUN_DIR": str(run_dir),
         "LEADERBOARD_PG_PORT": str(pg[0]),
@@ -62,6 +62,7 @@ def stack_env(run_dir: Path, members: int = 2) -> dict[str, str]:
         "LEADERBOARD_REDIS_PORT": str(other[0]),
         "LEADERBOARD_API_PORT": str(other[1]),
         "LEADERBOARD_WS_PORT": str(other[2]),
+        "LEADERBOARD_OPERATOR_METRICS_PORT": str(other[3]),
     }
 
 

@@ -22,3 +22,9 @@ RESYNCS = Counter(
 )
 REJECTED = Counter("leaderboard_ws_rejected_total", "WebSocket connections refused", ["reason"])
 REDIS_UP = Gauge("leaderboard_ws_redis_subscribed", "1 while subscribed to the updates channel")
+
+
+# Known refusal reasons exist at 0 from the start (a dashboard shows 0, not "No data").
+for _reason in ("missing_token", "invalid_token", "token_expired", "bad_handshake", "full",
+                "draining"):  # fmt: skip
+    REJECTED.labels(_reason)

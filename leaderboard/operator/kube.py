@@ -69,6 +69,7 @@ class KubeOperator(Act):
     # -- the loop
 
     async def run(self, stopped: Callable[[], bool], interval_s: float = 0.4) -> None:
+        metrics.start(self.key)
         try:
             while not stopped():
                 started = time.monotonic()

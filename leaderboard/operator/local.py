@@ -27,6 +27,7 @@ from leaderboard.db.sql import literal
 from leaderboard.devstack.postgres import Member as PgMember
 from leaderboard.devstack.process import StackError
 from leaderboard.devstack.stack import SYNC_STANDBYS, Stack
+from leaderboard.operator import metrics
 from leaderboard.operator.decide import (
     Action,
     Cluster,
@@ -39,6 +40,8 @@ from leaderboard.operator.decide import (
 from leaderboard.operator.probe import Stalls, leaked_cancellation, probe
 
 log = logging.getLogger("leaderboard.operator")
+# The `cluster` label of the local stack's operator metrics (in Kubernetes: namespace/name).
+METRICS_CLUSTER = "local"
 
 
 class LocalOperator:
@@ -125,6 +128,8 @@ class LocalOperator:
     # -- the loop
 
     async def run(self) -> None:
+        metrics.start(METRICS_CLUSTER)
+        metrics.LEADER.labels(METRICS_CLUSTER).set(1)  # the local stack has one operator
         self.record(
             "start", None, f"watching {len(self.stack.members)} members; primary {self.primary}"
         )
@@ -145,10 +150,13 @@ class LocalOperator:
     async def round(self) -> None:
         self.read_control()
         cluster = await self.observe()
+        metrics.observe(METRICS_CLUSTER, cluster)
         decision = decide(cluster)
         if decision.reason != self._last_reason or decision.action is not Action.NONE:
             log.info("%s", decision)
             self.record(decision.action.value, decision.target, decision.reason)
+            if decision.reason != self._last_reason:
+                metrics.decided(METRICS_CLUSTER, decision)
             self._last_reason = decision.reason
         if decision.action is not Action.NONE:
             try:
@@ -192,7 +200,7 @@ class LocalOperator:
         elif decision.action is Action.ENABLE_SYNC:
             await self._set_sync(self._member(decision.target), SYNC_STANDBYS)
 
-    async def promote(self, name: str, old: str | None) -> None:
+    async def promote(self, name: str, old: str | None, kind: str = "failover") -> None:
         if old is not None and self._member(old).pid() is not None:
             await asyncio.to_thread(self._member(old).kill)  # fence first
             self.record("fenced", old, "SIGKILL sent to the old primary before promoting")
@@ -209,6 +217,7 @@ class LocalOperator:
         # (its only synchronous candidate no longer answers as a replica).
         self.primary = name
         self.failovers += 1
+        metrics.promoted(METRICS_CLUSTER, kind, time.time())
         self.sync_candidates = frozenset()
         self.failures = {m: 0 for m in self.failures}
         self.stalls.reset()
@@ -250,7 +259,7 @@ class LocalOperator:
                 old_member.start()  # give the primary back rather than lose anything
                 raise StackError(f"{name} did not receive {old}'s last WAL; switchover aborted")
             await asyncio.sleep(0.05)
-        await self.promote(name, old)
+        await self.promote(name, old, kind="switchover")
         write_control(self.stack.run_dir, switchover_to=None)
         self.record("switched-over", name, f"planned switchover from {old} to {name} done")
 

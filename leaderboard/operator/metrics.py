@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from leaderboard.operator.decide import Cluster, Decision
+from leaderboard.operator.decide import Action, Cluster, Decision
 
 DECISIONS = Counter(
     "leaderboard_operator_decisions_total",
@@ -46,6 +46,16 @@ SYNC_STANDBYS = Gauge(
 WRITABLE = Gauge(
     "leaderboard_pg_writable_primary", "1 when the recorded primary accepts writes", ["cluster"]
 )
+
+
+def start(name: str) -> None:
+    """A cluster this process now looks after: its counters exist at 0 from here on, so a
+    dashboard shows 0 rather than "No data", and the first failover is an increase (a series
+    born at 1 has none: the failover alert would never fire)."""
+    for kind in ("failover", "switchover"):
+        FAILOVERS.labels(name, kind)
+    for action in Action:
+        DECISIONS.labels(name, action.value)
 
 
 def observe(name: str, cluster: Cluster) -> None:
