@@ -232,6 +232,21 @@ def test_every_value_is_documented() -> None:
             assert lines[i - 1].strip().startswith("# --"), f"values.yaml:{i + 1} {line.strip()}"
 
 
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_alert_links_to_a_runbook_section_that_exists() -> None:
+    rules = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    for rule in rules["groups"][0]["rules"]:
+        page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        path = ROOT / page
+        assert path.exists() and anchor in _anchors(path), (rule["alert"], page, anchor)
+    assert "when-it-does-not-fail-over" in _anchors(ROOT / "docs" / "runbook-failover.md")
+
+
 def test_alert_rules_pass_promtool() -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: apt-get install prometheus (scripts/system-deps.sh)"
