@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest loadtest-failover loadtest-ws image chart-up chart-down
+.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest loadtest-failover loadtest-ws image chart-up chart-down dashboards-snapshot
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ chart-up: image ## the chart's pods as containers (podman), wired as the chart w
 
 chart-down: install ## remove every container, network and volume chart-up made
 	$(BIN)/python -m leaderboard.containers.chartpods down
+
+dashboards-snapshot: install ## a stack, a real Prometheus, load and a failover: each dashboard as a PNG in reports/dashboards/
+	$(BIN)/python scripts/dashboards_snapshot.py
 
 docs: install ## regenerate the generated files (docs/settings.md, Grafana dashboards)
 	$(BIN)/python scripts/readme.py

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support import REPO, free_ports
+from tests.support import REPO, cli, free_ports
 
 RULES = REPO / "charts" / "leaderboard" / "files" / "alerts.yaml"
 RELEASE, NAMESPACE = "leaderboard", "local"
@@ -100,3 +101,33 @@ def prometheus(ports: Mapping[str, int]) -> Iterator[Prometheus]:
         process.wait(10)
         log.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def tokens(env: dict[str, str], *users: str) -> list[str]:
+    done = cli("token", *users, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def traffic(env: dict[str, str]) -> None:
+    """What a few players and a viewer do: completions, reads, a burst past the rate limit, a
+    forged token."""
+    base = f"http://127.0.0.1:{env['LEADERBOARD_API_PORT']}"
+    users = [f"mon-{uuid.uuid4().hex[:8]}" for _ in range(12)]
+    minted = tokens(env, *users)
+    with httpx.Client(base_url=base, timeout=10) as client:
+        for user, token in zip(users, minted, strict=True):
+            auth = {"Authorization": f"Bearer {token}"}
+            done = client.post("/api/action/complete", json={"actionId": "verify-email"},
+                               headers=auth)  # fmt: skip
+            assert done.status_code == 200, done.text
+            client.get("/api/leaderboard")
+            client.get(f"/api/leaderboard/users/{user}")
+        burst = {"Authorization": f"Bearer {minted[0]}"}
+        codes = {client.post("/api/action/complete", json={"actionId": "quiz-basics",
+                                                           "data": {"correct": 1}},
+                             headers=burst).status_code for _ in range(12)}  # fmt: skip
+        assert 429 in codes
+        forged = client.post("/api/action/complete", json={"actionId": "verify-email"},
+                             headers={"Authorization": "Bearer not.a.token"})  # fmt: skip
+        assert forged.status_code == 401

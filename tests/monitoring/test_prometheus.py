@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import _traversable_tmpdir
-from tests.monitoring.prometheus import Prometheus, prometheus
+from tests.monitoring.prometheus import Prometheus, prometheus, tokens, traffic
 from tests.support import REPO, cli, detached_stack, stack_env
 
 pytestmark = pytest.mark.slow
@@ -35,36 +34,6 @@ class Run:
     failover_active_at: float  # when Prometheus first saw LeaderboardFailover (Unix time)
 
 
-def _tokens(env: dict[str, str], *users: str) -> list[str]:
-    done = cli("token", *users, env=env)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()
-
-
-def _traffic(env: dict[str, str]) -> None:
-    """What a few players and a viewer do: completions, reads, a burst past the rate limit, a
-    forged token."""
-    base = f"http://127.0.0.1:{env['LEADERBOARD_API_PORT']}"
-    users = [f"mon-{uuid.uuid4().hex[:8]}" for _ in range(12)]
-    tokens = _tokens(env, *users)
-    with httpx.Client(base_url=base, timeout=10) as client:
-        for user, token in zip(users, tokens, strict=True):
-            auth = {"Authorization": f"Bearer {token}"}
-            done = client.post("/api/action/complete", json={"actionId": "verify-email"},
-                               headers=auth)  # fmt: skip
-            assert done.status_code == 200, done.text
-            client.get("/api/leaderboard")
-            client.get(f"/api/leaderboard/users/{user}")
-        burst = {"Authorization": f"Bearer {tokens[0]}"}
-        codes = {client.post("/api/action/complete", json={"actionId": "quiz-basics",
-                                                           "data": {"correct": 1}},
-                             headers=burst).status_code for _ in range(12)}  # fmt: skip
-        assert 429 in codes
-        forged = client.post("/api/action/complete", json={"actionId": "verify-email"},
-                             headers={"Authorization": "Bearer not.a.token"})  # fmt: skip
-        assert forged.status_code == 401
-
-
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
     root = _traversable_tmpdir("lb-monitoring-")
@@ -78,16 +47,16 @@ def run() -> Iterator[Run]:
         with detached_stack(env), prometheus(ports) as prom:
             _until(lambda: prom.scraped(3), "every target scraped", 30)
             ws_url = f"ws://127.0.0.1:{ports['broadcaster']}/ws"
-            with connect(f"{ws_url}?token={_tokens(env, 'viewer')[0]}") as viewer:
+            with connect(f"{ws_url}?token={tokens(env, 'viewer')[0]}") as viewer:
                 assert json.loads(viewer.recv(timeout=5))["type"] == "snapshot"
-                _traffic(env)
+                traffic(env)
                 done = cli("drill", "failover", "--count", "1", "--json", env=env, timeout=180)
                 assert done.returncode == 0, done.stdout + done.stderr
                 _until(lambda: prom.state("LeaderboardFailover") == "firing",
                        "LeaderboardFailover firing", 60)  # fmt: skip
                 active = prom.alerts()["LeaderboardFailover"]["activeAt"]
                 promoted = prom.query("leaderboard_operator_last_failover_timestamp_seconds")
-                _traffic(env)  # the new primary serves; the panels see both sides
+                traffic(env)  # the new primary serves; the panels see both sides
                 _until(lambda: bool(prom.query("leaderboard_ws_connections > 0")),
                        "the viewer scraped", 10)  # fmt: skip
                 yield Run(prom, float(promoted[0]["value"][1]), _unix(active))
