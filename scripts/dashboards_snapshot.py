@@ -22,7 +22,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.monitoring.prometheus import Prometheus, prometheus, tokens, traffic  # noqa: E402
+from tests.monitoring.prometheus import Prometheus, prometheus, scrape_ports, tokens, traffic  # noqa: E402
 from tests.support import cli, detached_stack, stack_env  # noqa: E402
 
 DASHBOARDS = REPO / "charts" / "leaderboard" / "files" / "dashboards"
@@ -87,11 +87,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="lb-snapshot-"))
     root.chmod(0o755)
     env = stack_env(root / "run")
-    ports = {
-        "api": int(env["LEADERBOARD_API_PORT"]),
-        "broadcaster": int(env["LEADERBOARD_WS_PORT"]),
-        "operator": int(env["LEADERBOARD_OPERATOR_METRICS_PORT"]),
-    }
+    ports = scrape_ports(env)
     from websockets.sync.client import connect
 
     with detached_stack(env), prometheus(ports) as prom:

@@ -61,6 +61,15 @@ class Prometheus:
         return len(self.query("up == 1")) >= jobs
 
 
+def scrape_ports(env: Mapping[str, str]) -> dict[str, int]:
+    """The metrics ports of a stack started with ``env`` (tests.support.stack_env)."""
+    return {
+        "api": int(env["LEADERBOARD_API_PORT"]),
+        "broadcaster": int(env["LEADERBOARD_WS_PORT"]),
+        "operator": int(env["LEADERBOARD_OPERATOR_METRICS_PORT"]),
+    }
+
+
 @contextlib.contextmanager
 def prometheus(ports: Mapping[str, int]) -> Iterator[Prometheus]:
     """Prometheus scraping the api, broadcaster and operator at these local ports."""

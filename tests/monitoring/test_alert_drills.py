@@ -18,7 +18,7 @@ import pytest
 
 from leaderboard.devstack.process import signal_pid, signal_tree
 from tests.conftest import _traversable_tmpdir
-from tests.monitoring.prometheus import Prometheus, prometheus
+from tests.monitoring.prometheus import Prometheus, prometheus, scrape_ports
 from tests.support import cli, detached_stack, stack_env
 
 pytestmark = pytest.mark.slow
@@ -58,11 +58,7 @@ class Readers(threading.Thread):
 def test_redis_hung_and_a_stopped_standby_fire_their_alerts_and_resolve() -> None:
     root = _traversable_tmpdir("lb-alert-drills-")
     env = stack_env(root / "run")
-    ports = {
-        "api": int(env["LEADERBOARD_API_PORT"]),
-        "broadcaster": int(env["LEADERBOARD_WS_PORT"]),
-        "operator": int(env["LEADERBOARD_OPERATOR_METRICS_PORT"]),
-    }
+    ports = scrape_ports(env)
     readers = Readers(f"http://127.0.0.1:{ports['api']}")
     try:
         with detached_stack(env), prometheus(ports) as prom:

@@ -17,7 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import _traversable_tmpdir
-from tests.monitoring.prometheus import Prometheus, prometheus, tokens, traffic
+from tests.monitoring.prometheus import Prometheus, prometheus, scrape_ports, tokens, traffic
 from tests.support import REPO, cli, detached_stack, stack_env
 
 pytestmark = pytest.mark.slow
@@ -38,11 +38,7 @@ class Run:
 def run() -> Iterator[Run]:
     root = _traversable_tmpdir("lb-monitoring-")
     env = stack_env(root / "run")
-    ports = {
-        "api": int(env["LEADERBOARD_API_PORT"]),
-        "broadcaster": int(env["LEADERBOARD_WS_PORT"]),
-        "operator": int(env["LEADERBOARD_OPERATOR_METRICS_PORT"]),
-    }
+    ports = scrape_ports(env)
     try:
         with detached_stack(env), prometheus(ports) as prom:
             _until(lambda: prom.scraped(3), "every target scraped", 30)
