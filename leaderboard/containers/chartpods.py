@@ -461,7 +461,6 @@ class Release:
         for ref in {s.pod.container["image"] for s in self.states.values()} - {self.image_ref}:
             image.ensure_base(self.engine, ref)
         for state in self.states.values():  # a broken spec fails before anything starts
-            state.pod.container  # noqa: B018 (one container, no init containers)
             kubelet.plan(state.pod, Objects(
                 secrets={**self.objects.secrets, **_placeholders(self._clusters())},
                 configmaps=self.objects.configmaps, services=self.objects.services,
