@@ -222,8 +222,8 @@ class Release:
     def _start_services(self) -> None:
         folder = self.state_dir / self.name / "services"
         folder.mkdir(parents=True, exist_ok=True)
-        fullname = self._fullname()
-        published = {f"{fullname}-api": self.api_port, f"{fullname}-broadcaster": self.ws_port}
+        published = {self._service_of("api"): self.api_port,
+                     self._service_of("broadcaster"): self.ws_port}  # fmt: skip
         for service in self.objects.services:
             spec = service.get("spec") or {}
             if spec.get("clusterIP") == "None":
@@ -246,8 +246,24 @@ class Release:
                 "-m", "leaderboard.containers.serviceproxy", "/etc/lb/endpoints.json",
             )  # fmt: skip
 
-    def _fullname(self) -> str:
-        return self.name if "leaderboard" in self.name else f"{self.name}-leaderboard"
+    def _service_of(self, component: str) -> str:
+        """The Service that selects a component's pods, as the render names it."""
+        for service in self.objects.services:
+            selector = (service.get("spec") or {}).get("selector") or {}
+            if selector.get("app.kubernetes.io/component") == component:
+                return str(service["metadata"]["name"])
+        raise ChartUpError(f"the chart renders no Service for the {component} pods")
+
+    def _jwt_secret(self) -> str | None:
+        """The HS256 secret the API's pods are given (from whichever Secret the render names)."""
+        for state in self.states.values():
+            if state.pod.labels.get("app.kubernetes.io/component") != "api":
+                continue
+            for entry in state.pod.container.get("env") or []:
+                ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+                if entry["name"] == "LEADERBOARD_JWT_SECRET" and ref:
+                    return self.objects.secrets.get(ref["name"], {}).get(ref["key"])
+        return None
 
     def _volumes(self) -> None:
         for state in self.states.values():
@@ -475,11 +491,10 @@ class Release:
         say(f"every pod ready after {time.monotonic() - started:.1f} s")
         liveness = await self._liveness()
         tests = self._helm_test()
-        fullname = self._fullname()
         return {
             "api_url": f"http://127.0.0.1:{self.api_port}",
             "ws_url": f"ws://127.0.0.1:{self.ws_port}/ws",
-            "jwt_secret": self.objects.secrets.get(f"{fullname}-jwt", {}).get("jwt-secret"),
+            "jwt_secret": self._jwt_secret(),
             "release": self.name,
             "namespace": self.namespace,
             "network": self.network,
