@@ -26,13 +26,19 @@ class TokenError(Exception):
         self.message = message
 
 
-def hs256_secret(settings: Settings) -> str:
-    """The HS256 secret: configured, or (dev only) the key generated into the run folder."""
-    if settings.jwt_secret is not None:
-        return settings.jwt_secret.get_secret_value()
+def hs256_secrets(settings: Settings) -> list[str]:
+    """The HS256 secrets, the signing one first: configured (several while one rotates out),
+    or (dev only) the key generated into the run folder."""
+    if settings.jwt_secrets:
+        return settings.jwt_secrets
     if settings.env != "dev":  # Settings already refuses this; keep the invariant local too
         raise RuntimeError("no JWT secret configured")
-    return devsecrets.read_or_create(devsecrets.jwt_key_path(settings.run_path))
+    return [devsecrets.read_or_create(devsecrets.jwt_key_path(settings.run_path))]
+
+
+def hs256_secret(settings: Settings) -> str:
+    """The secret that signs (the first one)."""
+    return hs256_secrets(settings)[0]
 
 
 def mint(settings: Settings, user_id: str, *, ttl: float = 3600.0) -> str:
@@ -67,9 +73,12 @@ class Verifier:
         self.audience = settings.jwt_audience
         self.leeway = settings.jwt_leeway_s
         self._key: Any = None
+        # HS256 during a rotation: the other secrets that still verify (tried in order after
+        # the first, only when it reports a bad signature).
+        self._fallback_keys: list[str] = []
         self._jwks: jwt.PyJWKClient | None = None
         if self.algorithm == "HS256":
-            self._key = hs256_secret(settings)
+            self._key, *self._fallback_keys = hs256_secrets(settings)
         elif settings.jwt_public_key:
             self._key = settings.jwt_public_key
         else:
@@ -105,13 +114,27 @@ class Verifier:
                 raise TokenError("invalid_token", f"no usable signing key: {exc}") from None
             except jwt.InvalidTokenError:
                 raise TokenError("invalid_token", "malformed token") from None
-        claims = self.claims(token, key)
+        claims = self._claims_any(token, key)
         user: str = claims["sub"]
         until = min(float(claims["exp"]) + self.leeway, now + self.CACHE_TTL_S)
         self._verified[token] = (user, until)
         if len(self._verified) > self.CACHE_SIZE:
             self._verified.popitem(last=False)
         return user
+
+    def _claims_any(self, token: str, key: Any) -> dict[str, Any]:
+        try:
+            return self.claims(token, key)
+        except TokenError as exc:
+            if exc.message != "bad signature" or not self._fallback_keys:
+                raise
+        for other in self._fallback_keys:
+            try:
+                return self.claims(token, other)
+            except TokenError as exc:
+                if exc.message != "bad signature":
+                    raise
+        raise TokenError("invalid_token", "bad signature")
 
     def decode(self, token: str, key: Any) -> str:
         """The ``sub`` of a token verified with ``key`` (no cache)."""

@@ -158,9 +158,28 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(settings: Settings, component: str, *, postgres: bool) -> bool:
+    """Check the credentials and certificates once; print one line and refuse if wrong."""
+    from leaderboard import endpoints, preflight
+
+    async def check() -> None:
+        await preflight.check_redis(endpoints.redis_url(settings), timeout=5.0)
+        if postgres:
+            await preflight.check_postgres(endpoints.database_url(settings), timeout=5.0)
+
+    try:
+        asyncio.run(check())
+    except preflight.PreflightError as exc:
+        print(f"leaderboard {component}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def _api(settings: Settings, args: argparse.Namespace) -> int:
     from leaderboard.api.server import serve as serve_api  # keeps the other commands light
 
+    if not _preflight(settings, "api", postgres=True):
+        return 1
     serve_api(settings, args.host)
     return 0
 
@@ -168,6 +187,8 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
 def _broadcaster(settings: Settings, args: argparse.Namespace) -> int:
     from leaderboard.broadcaster.server import serve as serve_broadcaster
 
+    if not _preflight(settings, "broadcaster", postgres=False):
+        return 1
     serve_broadcaster(settings)
     return 0
 

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="PostgreSQL server binaries (initdb, postgres, ...); default: the newest "
         "/usr/lib/postgresql/*/bin.",
     )
+    tls: bool = Field(
+        False,
+        description="Local stack: every connection to Redis and PostgreSQL is TLS, verified "
+        "against a CA generated into run_dir/tls, and authenticated (a Redis user per "
+        "component); nothing answers in plaintext.",
+    )
     pg_database: str = Field("leaderboard", description="Application database name.")
     pg_user: str = Field("leaderboard", description="Application database role.")
 
@@ -158,7 +164,8 @@ class Settings(BaseSettings):
     )
     jwt_secret: SecretStr | None = Field(
         None,
-        description="HS256 secret; in dev, default: a key generated once into run_dir.",
+        description="HS256 secret, or several separated by commas to rotate: the first signs "
+        "(dev tokens), every one verifies; in dev, default: a key generated once into run_dir.",
     )
     jwt_public_key: str | None = Field(None, description="PEM public key for RS256/ES256.")
     jwt_jwks_url: str | None = Field(None, description="JWKS URL for RS256/ES256 (keys rotate).")
@@ -182,10 +189,19 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}JWT_ALGORITHM={self.jwt_algorithm} needs "
                 f"{ENV_PREFIX}JWT_PUBLIC_KEY or {ENV_PREFIX}JWT_JWKS_URL"
             )
-        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
-        if secret is not None and len(secret.encode()) < 32:  # RFC 7518 3.2: key >= hash size
-            raise ValueError(f"{ENV_PREFIX}JWT_SECRET must be at least 32 bytes")
+        if self.jwt_secret is not None:
+            raw = self.jwt_secret.get_secret_value()
+            if any(len(part.strip().encode()) < 32 for part in raw.split(",")):
+                # RFC 7518 3.2: an HS256 key is at least as long as the hash
+                raise ValueError(f"{ENV_PREFIX}JWT_SECRET: each secret must be at least 32 bytes")
         return self
+
+    @property
+    def jwt_secrets(self) -> list[str]:
+        """The configured HS256 secrets, the signing one first (empty: none configured)."""
+        if self.jwt_secret is None:
+            return []
+        return [part.strip() for part in self.jwt_secret.get_secret_value().split(",")]
 
     @property
     def anonymous_viewers(self) -> bool:

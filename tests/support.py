@@ -66,9 +66,10 @@ def stack_env(run_dir: Path, members: int = 2) -> dict[str, str]:
     }
 
 
-def test_settings(run_dir: Path, members: int = 2) -> Settings:
+def test_settings(run_dir: Path, members: int = 2, **overrides: Any) -> Settings:
     env = stack_env(run_dir, members)
-    return Settings(**{k.removeprefix("LEADERBOARD_").lower(): v for k, v in env.items()})
+    fields: dict[str, Any] = {k.removeprefix("LEADERBOARD_").lower(): v for k, v in env.items()}
+    return Settings(**{**fields, **overrides})
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]  # not a test, despite the name
@@ -160,13 +161,14 @@ def listening_ports() -> set[int]:
     return ports
 
 
-def component_env(stack: Any, **extra: str) -> dict[str, str]:
-    """Environment for a `leaderboard <component>` process on the test cluster."""
+def component_env(stack: Any, component: str = "default", **extra: str) -> dict[str, str]:
+    """Environment for a `leaderboard <component>` process on the test cluster (in TLS mode
+    with that component's own Redis user)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
     env.update(
         LEADERBOARD_RUN_DIR=str(stack.run_dir),
         LEADERBOARD_DATABASE_URL=stack.services_database_url(),
-        LEADERBOARD_REDIS_URL=stack.redis.url,
+        LEADERBOARD_REDIS_URL=stack.redis.url_for(component),
         **extra,
     )
     return env
@@ -181,7 +183,7 @@ def start_component(stack: Any, component: str, port: int, **popen: Any) -> subp
     popen.setdefault("stderr", subprocess.DEVNULL)
     proc = subprocess.Popen(
         [sys.executable, "-m", "leaderboard", component],
-        env=component_env(stack, **{var: str(port)}),
+        env=component_env(stack, component, **{var: str(port)}),
         cwd=REPO,
         **popen,
     )

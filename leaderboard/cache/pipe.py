@@ -12,6 +12,11 @@ both the same way.
 Commands issued during one turn of the event loop are written together (automatic
 pipelining): under load, one send() carries the commands of many requests.
 
+The URL follows redis-py's conventions (``rediss://`` for TLS, ``ssl_cert_reqs``,
+``ssl_ca_certs``, ``ssl_certfile``/``ssl_keyfile``, ``ssl_check_hostname`` in the query, user and
+password in the authority), parsed and turned into an SSL context by redis-py itself, so one URL
+means the same connection on every path.
+
 Timeouts: a watchdog looks at the oldest outstanding command. Replies are ordered, so if the
 oldest is overdue the connection is stuck: every waiter fails with ``TimeoutError`` and the
 connection is dropped; the next command reconnects.
@@ -23,14 +28,16 @@ import asyncio
 import contextlib
 import hashlib
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import hiredis
 from redis import exceptions as rex
+from redis._parsers.base import BaseParser
+from redis.asyncio.connection import SSLConnection, parse_url
 
 Arg = str | bytes | int | float
 
@@ -54,9 +61,8 @@ class _Protocol(asyncio.Protocol):
             if future.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
-                message = str(reply)
-                error = rex.NoScriptError if message.startswith("NOSCRIPT") else rex.ResponseError
-                future.set_exception(error(message))
+                # redis-py's own classes (NoScriptError, AuthenticationError, NoPermissionError..)
+                future.set_exception(BaseParser.parse_error(str(reply)))  # type: ignore[no-untyped-call]
             else:
                 future.set_result(reply)
 
@@ -66,14 +72,17 @@ class _Protocol(asyncio.Protocol):
 
 class RedisPipe:
     def __init__(self, url: str, *, timeout: float) -> None:
-        parsed = urlparse(url)
-        if parsed.scheme != "redis":
-            raise ValueError(f"unsupported Redis URL scheme {parsed.scheme!r} (use redis://)")
-        self.host = parsed.hostname or "127.0.0.1"
-        self.port = parsed.port or 6379
-        self.db = int(parsed.path.lstrip("/") or 0)
-        self.username = unquote(parsed.username) if parsed.username else None
-        self.password = unquote(parsed.password) if parsed.password else None
+        options = parse_url(url)  # ValueError for a bad URL, as redis-py's clients raise
+        if "path" in options:
+            raise ValueError(
+                "unix:// Redis URLs are not supported here (use redis:// or rediss://)"
+            )
+        self.host = options.get("host") or "127.0.0.1"
+        self.port = int(options.get("port") or 6379)
+        self.db = int(options.get("db") or 0)
+        self.username = options.get("username")
+        self.password = options.get("password")
+        self.ssl = tls_context(url)
         self.timeout = timeout
         self._transport: asyncio.Transport | None = None
         self._waiters: deque[tuple[asyncio.Future[Any], float]] = deque()
@@ -110,10 +119,16 @@ class RedisPipe:
             loop = asyncio.get_running_loop()
             try:
                 transport, _ = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(self), self.host, self.port),
+                    loop.create_connection(
+                        lambda: _Protocol(self),
+                        self.host,
+                        self.port,
+                        ssl=self.ssl,
+                        server_hostname=self.host if self.ssl is not None else None,
+                    ),
                     self.timeout,
                 )
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
                 raise rex.ConnectionError(
                     f"cannot connect to Redis at {self.host}:{self.port}: {exc!r}"
                 ) from exc
@@ -125,7 +140,11 @@ class RedisPipe:
             if self.db:
                 handshake.append(self._send(("SELECT", self.db)))
             if handshake:
-                await asyncio.gather(*handshake)
+                try:
+                    await asyncio.gather(*handshake)
+                except rex.RedisError:
+                    transport.close()
+                    raise
             if self._watchdog is None or self._watchdog.done():
                 self._watchdog = asyncio.create_task(self._watch(), name="redis-pipe-watchdog")
 
@@ -158,6 +177,15 @@ class RedisPipe:
 
     def script(self, source: str) -> PipeScript:
         return PipeScript(self, source)
+
+
+def tls_context(url: str) -> ssl.SSLContext | None:
+    """The SSL context redis-py would use for ``url`` (None for plain ``redis://``)."""
+    options: dict[str, Any] = dict(parse_url(url))
+    if options.get("connection_class") is not SSLConnection:
+        return None
+    ssl_options = {k: v for k, v in options.items() if k.startswith("ssl_")}
+    return SSLConnection(**ssl_options).ssl_context.get()
 
 
 class PipeScript:

@@ -174,6 +174,15 @@ class Release:
             elif kind in ("Job", "CronJob", "DaemonSet", "ReplicaSet"):
                 raise ChartUpError(f"{kind} {meta['name']}: not supported by chart-up")
 
+    def _tls(self, cluster: str) -> bool:
+        """Whether the PostgresCluster's members serve TLS (``spec.tls``)."""
+        return any(
+            doc["kind"] == "PostgresCluster"
+            and doc["metadata"]["name"] == cluster
+            and (doc.get("spec") or {}).get("tls")
+            for doc in self.docs
+        )
+
     def _clusters(self) -> list[tuple[str, list[PodState]]]:
         """PostgreSQL clusters: their members (StatefulSet pods with the cluster label)."""
         clusters: dict[str, list[PodState]] = {}
@@ -392,7 +401,7 @@ class Release:
             if not await sql(provision.database_exists_sql(database)):
                 await sql(provision.create_database_sql(database, user))
             self.objects.secrets[f"{cluster}-app"] = provision.app_secret(
-                cluster, self.namespace, user, password, database
+                cluster, self.namespace, user, password, database, tls=self._tls(cluster)
             )
             say(f"operator stand-in: {cluster}-app Secret, role and database provisioned")
             if len(members) > 1:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -184,8 +185,9 @@ def environment(pod: Pod, objects: Objects) -> dict[str, str]:
     return env
 
 
-def _files(folder: Path, values: Mapping[str, str], volume: Doc) -> Path:
-    """A configMap or secret volume's files (items and modes as the kubelet writes them)."""
+def _files(folder: Path, values: Mapping[str, str], volume: Doc, group: int | None) -> Path:
+    """A configMap or secret volume's files (items and modes as the kubelet writes them:
+    owned by root and, with an fsGroup, by that group, so a 0640 key is the pod's to read)."""
     folder.mkdir(parents=True, exist_ok=True)
     mode = int(volume.get("defaultMode", 0o644))
     items = volume.get("items") or [{"key": k, "path": k} for k in values]
@@ -194,6 +196,8 @@ def _files(folder: Path, values: Mapping[str, str], volume: Doc) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(values[item["key"]])
         path.chmod(int(item.get("mode", mode)))
+        if group is not None:
+            os.chown(path, -1, group)
     folder.chmod(0o755)
     return folder
 
@@ -213,7 +217,8 @@ def _volumes(pod: Pod, objects: Objects, files: Path) -> dict[str, list[str]]:
             store = objects.configmaps if kind == "configMap" else objects.secrets
             if ref not in store:
                 raise Pending(f"{kind} {ref!r} not found")
-            folder = _files(files / pod.name / name, store[ref], spec)
+            group = (pod.spec.get("securityContext") or {}).get("fsGroup")
+            folder = _files(files / pod.name / name, store[ref], spec, group)
             volumes[name] = [f"type=bind,source={folder},readonly=true"]
         elif "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"]["claimName"]

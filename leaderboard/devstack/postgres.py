@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import os
 import shutil
 import signal
+import ssl
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 
+from leaderboard.certs import TlsFiles
 from leaderboard.devstack.process import (
     OsUser,
     StackError,
@@ -66,7 +69,11 @@ class Member:
     bin_dir: Path
     user: OsUser
     host: str = "127.0.0.1"
+    # TLS mode: the member serves this certificate and accepts only TLS connections over TCP
+    # (every client verifies it against the CA, hostname included).
+    tls: TlsFiles | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _ssl: ssl.SSLContext | None = field(default=None, init=False, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -98,7 +105,29 @@ class Member:
         return read_pid(self.data_dir / "postmaster.pid")
 
     def dsn(self, *, user: str, password: str, database: str) -> str:
-        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{database}"
+        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{database}{self.ssl_query}"
+
+    @property
+    def ssl_query(self) -> str:
+        """libpq's TLS parameters for a URI to this member ('' in plaintext mode)."""
+        if self.tls is None:
+            return ""
+        return f"?sslmode=verify-full&sslrootcert={self.tls.ca_cert}"
+
+    @property
+    def ssl_env(self) -> dict[str, str]:
+        """The same for libpq's tools (psql, pg_basebackup, pg_rewind) and pg-member.sh."""
+        if self.tls is None:
+            return {}
+        return {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(self.tls.ca_cert)}
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """What asyncpg connects with: verify the certificate and the host name."""
+        if self.tls is None:
+            return None
+        if self._ssl is None:  # probes run every 0.4 s: load the CA once
+            self._ssl = ssl.create_default_context(cafile=self.tls.ca_cert)
+        return self._ssl
 
     def _prepare_dirs(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +179,7 @@ class Member:
                 "PRIMARY_HOST": primary.host,
                 "PRIMARY_PORT": str(primary.port),
                 "PGPASSWORD": password,
+                **self.ssl_env,
             },
             what=f"{MEMBER_SCRIPT.name} prepare for {self.name} (following {primary.name})",
             timeout=300,
@@ -166,15 +196,47 @@ class Member:
 
     def conninfo(self, password: str) -> str:
         """How another member streams from this one (libpq key=value form)."""
-        return (
+        conninfo = (
             f"host={self.host} port={self.port} user={SUPERUSER} password={password} "
             f"dbname=postgres"
         )
+        if self.tls is not None:
+            conninfo += f" sslmode=verify-full sslrootcert={self.tls.ca_cert}"
+        return conninfo
+
+    def _apply_hba(self) -> None:
+        """TLS mode: every TCP rule of pg_hba.conf becomes ``hostssl`` (plaintext connections
+        find no rule and are refused); plaintext mode: back to ``host``. Standbys inherit the
+        file from pg_basebackup, so each member is set before it starts."""
+        hba = self.data_dir / "pg_hba.conf"
+        if not hba.exists():
+            return
+        want, other = ("hostssl", "host") if self.tls is not None else ("host", "hostssl")
+        lines = hba.read_text().splitlines(keepends=True)
+        changed = [
+            want + line[len(other) :] if line.split(maxsplit=1)[:1] == [other] else line
+            for line in lines
+        ]
+        if changed != lines:
+            with open(hba, "w") as f:  # in place: keeps the file's owner (postgres)
+                f.writelines(changed)
+
+    def _tls_options(self) -> list[str | Path]:
+        if self.tls is None:
+            return ["-c", "ssl=off"]
+        return [
+            "-c", "ssl=on",
+            "-c", f"ssl_cert_file={self.tls.server_cert}",
+            "-c", f"ssl_key_file={self.tls.server_key}",
+            "-c", f"ssl_ca_file={self.tls.ca_cert}",
+            "-c", "ssl_min_protocol_version=TLSv1.2",
+        ]  # fmt: skip
 
     def start(self) -> None:
         if self.pid() is not None:
             return
         self._prepare_dirs()
+        self._apply_hba()
         self.process = spawn(
             [
                 self.bin("postgres"),
@@ -188,9 +250,13 @@ class Member:
                 f"unix_socket_directories={self.sock_dir}",
                 "-c",
                 f"cluster_name={self.name}",
+                *self._tls_options(),
             ],
             log=self.log_path,
             user=self.user,
+            # Its own HOME: libpq in the walreceiver looks for ~/.postgresql/postgresql.crt,
+            # and an inherited HOME it may not enter (root's) fails every TLS connection.
+            env={**os.environ, "HOME": str(self.base_dir)},
         )
 
     def stop(self, *, timeout: float = 30.0) -> None:
@@ -228,6 +294,7 @@ class Member:
             database="postgres",
             timeout=timeout,
             command_timeout=timeout,
+            ssl=self.client_ssl(),
         )
 
     async def probe_role(self, password: str, *, timeout: float = 1.0) -> str:

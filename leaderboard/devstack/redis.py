@@ -1,4 +1,7 @@
-"""The local stack's Redis: one in-memory server, no persistence (PostgreSQL is the truth)."""
+"""The local stack's Redis: one in-memory server, no persistence (PostgreSQL is the truth).
+
+TLS mode: TLS only (no plaintext port), and only known users (``leaderboard.cache.acl``): the
+administrator ``default`` and one user per component, with generated passwords."""
 
 from __future__ import annotations
 
@@ -7,9 +10,15 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, ConnectionError
 
+from leaderboard import devsecrets
+from leaderboard.cache import acl
+from leaderboard.cache.keys import Keys
+from leaderboard.certs import TlsFiles
 from leaderboard.devstack.process import StackError, read_pid, spawn, stop_pid
 
 
@@ -28,11 +37,44 @@ class RedisServer:
     port: int
     base_dir: Path
     host: str = "127.0.0.1"
+    tls: TlsFiles | None = None
+    keys: Keys = field(default_factory=Keys)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        """The administrator's URL."""
+        return self.url_for("default")
+
+    def url_for(self, user: str) -> str:
+        """The URL a component connects with (plaintext mode: everyone is ``default``)."""
+        if self.tls is None:
+            return f"redis://{self.host}:{self.port}/0"
+        password = quote(self.password(user), safe="")
+        return (
+            f"rediss://{user}:{password}@{self.host}:{self.port}/0"
+            f"?ssl_ca_certs={quote(str(self.tls.ca_cert))}"
+        )
+
+    def password(self, user: str) -> str:
+        return devsecrets.read_or_create(self.base_dir.parent / f"redis-{user}-password")
+
+    def _tls_args(self) -> list[str | Path]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        aclfile = self.base_dir / "users.acl"
+        passwords = {c: self.password(c) for c in acl.COMPONENTS}
+        aclfile.write_text(acl.acl_file(self.password("default"), passwords, self.keys))
+        aclfile.chmod(0o600)
+        return [
+            "--port", "0",  # nothing answers in plaintext
+            "--tls-port", str(self.port),
+            "--tls-cert-file", self.tls.server_cert,
+            "--tls-key-file", self.tls.server_key,
+            "--tls-ca-cert-file", self.tls.ca_cert,
+            "--tls-auth-clients", "no",  # clients authenticate with passwords
+            "--aclfile", aclfile,
+        ]  # fmt: skip
 
     @property
     def pid_path(self) -> Path:
@@ -50,8 +92,7 @@ class RedisServer:
         self.process = spawn(
             [
                 find_redis_server(),
-                "--port",
-                str(self.port),
+                *self._tls_args(),
                 "--bind",
                 self.host,
                 "--save",
@@ -79,8 +120,12 @@ class RedisServer:
         self.pid_path.unlink(missing_ok=True)
 
     async def ping(self) -> bool:
-        client = aioredis.Redis(host=self.host, port=self.port, socket_timeout=1.0)
+        client = aioredis.Redis.from_url(self.url, socket_timeout=1.0)
         try:
             return bool(await client.ping())
+        except AuthenticationError:
+            raise  # will not heal by waiting
+        except (ConnectionError, OSError):  # not listening yet
+            return False
         finally:
             await client.aclose()

@@ -6,7 +6,8 @@ its own (that is :mod:`leaderboard.devstack.supervisor`). Its layout on disk::
     RUN_DIR/stack.json           ports and pids of the running stack (written by the supervisor)
     RUN_DIR/pg/memberN/data      PostgreSQL data directory of member N
     RUN_DIR/pg/memberN/sock      its private Unix socket directory
-    RUN_DIR/redis/               Redis pid file and log
+    RUN_DIR/redis/               Redis pid file, log (and ACL file in TLS mode)
+    RUN_DIR/tls/                 TLS mode: the stack's CA, its certificate and key
     RUN_DIR/dev-jwt.key, pg-*    generated secrets (mode 0600)
 """
 
@@ -23,6 +24,8 @@ from typing import Any
 import asyncpg
 
 from leaderboard import devsecrets
+from leaderboard.cache.keys import Keys
+from leaderboard.certs import TlsFiles
 from leaderboard.config import Settings
 from leaderboard.db.migrate import migrate
 from leaderboard.db.sql import ident, literal
@@ -48,6 +51,8 @@ class Layout:
     ws_port: int
     pg_database: str
     pg_user: str
+    tls: bool = False
+    redis_prefix: str = ""
 
     @classmethod
     def from_settings(cls, s: Settings) -> Layout:
@@ -60,6 +65,8 @@ class Layout:
             s.ws_port,
             s.pg_database,
             s.pg_user,
+            s.tls,
+            s.redis_prefix,
         )
 
 
@@ -76,6 +83,9 @@ class Stack:
         self.layout = layout
         self._pg_bin_dir = pg_bin_dir
         self.pg_os_user = OsUser.for_postgres()
+        # TLS mode: one CA and one certificate for the stack's address, shared by every member
+        # and by Redis (all listen on the same host).
+        self.tls = TlsFiles(run_dir / "tls") if layout.tls else None
         self.members = [
             Member(
                 name=f"member{i}",
@@ -84,17 +94,29 @@ class Stack:
                 bin_dir=Path("/nonexistent"),  # resolved on first build/start (status needs none)
                 user=self.pg_os_user,
                 host=layout.host,
+                tls=self.tls,
             )
             for i in range(layout.pg_members)
         ]
-        self.redis = RedisServer(layout.redis_port, run_dir / "redis", host=layout.host)
+        self.redis = RedisServer(
+            layout.redis_port,
+            run_dir / "redis",
+            host=layout.host,
+            tls=self.tls,
+            keys=Keys(layout.redis_prefix),
+        )
         # The platform's own processes; the test harness runs the bare cluster without them.
         self.components: list[Component] = []
         if services:
-            env = self._service_env()
             self.components += [
-                Component("api", layout.host, layout.api_port, run_dir, env),
-                Component("broadcaster", layout.host, layout.ws_port, run_dir, env),
+                Component("api", layout.host, layout.api_port, run_dir, self.service_env("api")),
+                Component(
+                    "broadcaster",
+                    layout.host,
+                    layout.ws_port,
+                    run_dir,
+                    self.service_env("broadcaster"),
+                ),
             ]
 
     # -- construction
@@ -137,12 +159,14 @@ class Stack:
     def services_database_url(self) -> str:
         """Every member, ``target_session_attrs=read-write``: services follow the primary."""
         hosts = ",".join(f"{m.host}:{m.port}" for m in self.members)
+        tls = self.members[0].ssl_query.replace("?", "&")
         return (
             f"postgresql://{self.layout.pg_user}:{self.app_password}@{hosts}/"
-            f"{self.layout.pg_database}?target_session_attrs=read-write"
+            f"{self.layout.pg_database}?target_session_attrs=read-write{tls}"
         )
 
-    def _service_env(self) -> dict[str, str]:
+    def service_env(self, component: str) -> dict[str, str]:
+        """The environment of one of the platform's processes (its own Redis user)."""
         env = dict(os.environ)  # the user's LEADERBOARD_* settings reach the services too
         env.update(
             LEADERBOARD_RUN_DIR=str(self.run_dir),
@@ -150,7 +174,7 @@ class Stack:
             LEADERBOARD_API_PORT=str(self.layout.api_port),
             LEADERBOARD_WS_PORT=str(self.layout.ws_port),
             LEADERBOARD_DATABASE_URL=self.services_database_url(),
-            LEADERBOARD_REDIS_URL=self.redis.url,
+            LEADERBOARD_REDIS_URL=self.redis.url_for(component),
         )
         return env
 
@@ -165,6 +189,13 @@ class Stack:
         bin_dir = find_bin_dir(self._pg_bin_dir)
         for member in self.members:
             member.bin_dir = bin_dir
+        if self.tls is not None and not self.tls.exists:
+            hosts = (
+                [self.layout.host, "localhost"]
+                if self.layout.host != "localhost"
+                else ["localhost"]
+            )
+            self.tls.create(hosts, uid=self.pg_os_user.uid, gid=self.pg_os_user.gid)
 
     def configured_primary(self) -> Member | None:
         """The member whose data directory is not a standby's (None before the first build)."""

@@ -107,6 +107,7 @@ class KubeOperator(Act):
             self.last_failover = status.get("lastFailover")
             self._adopted = True
             self._provisioned = False  # objects deleted by hand come back
+        await self._load_tls(spec)
         pods = await self._pods()
         members = await self._observe(pods, spec)
         if self.primary is None and not await self._bootstrap(cr, members):

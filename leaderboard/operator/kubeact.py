@@ -109,7 +109,9 @@ class Act(Observe, Publish):
         await self._sql(self.primary, provision.role_sql(user, password))
         if not await self._sql(self.primary, provision.database_exists_sql(database)):
             await self._sql(self.primary, provision.create_database_sql(database, user))
-        strings = provision.app_secret(self.name, self.namespace, user, password, database)
+        strings = provision.app_secret(
+            self.name, self.namespace, user, password, database, tls=self._tls is not None
+        )
         secret = Secret(metadata=self._owned(cr, f"{self.name}-app"), stringData=strings)
         await self._create_or_patch(Secret, secret, {"stringData": strings})
 

@@ -45,7 +45,7 @@ class Observe(Shell):
             try:
                 if where is None:
                     raise OSError("no pod IP yet")
-                seen = await probe(where[0], where[1], password, timeout)
+                seen = await probe(where[0], where[1], password, timeout, tls=self._tls)
             except Exception:  # refused, timed out, starting up: a missed probe
                 if name != self.primary and not started(pod):
                     # pg-member.sh may spend minutes in pg_rewind or pg_basebackup before

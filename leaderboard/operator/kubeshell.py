@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -99,10 +100,29 @@ class Shell:
         self._last_reason: str | None = None
         self._last_status: dict[str, Any] = {}
         self._password: str | None = None
+        self._tls: ssl.SSLContext | None = None  # spec.tls: the members' CA
+        self._tls_secret: str | None = None
         self._adopted = False
         self._provisioned = False  # the -rw/-ro Services, the app's role and its Secret
         self.standby_rounds = 0  # rounds in which another instance held the lease
         self.rounds = 0  # rounds it acted in (held the lease)
+
+    async def _load_tls(self, spec: Mapping[str, Any]) -> None:
+        """``spec.tls.secretName``: the members serve TLS with a certificate from that Secret
+        and accept nothing else; the operator verifies them against its ``ca.crt``. It reaches
+        members by pod address, which no certificate names, so it checks the CA, not the
+        name (libpq's verify-ca; the applications use verify-full through the -rw Service)."""
+        secret_name = (spec.get("tls") or {}).get("secretName") or None
+        if secret_name == self._tls_secret:
+            return
+        if secret_name is None:
+            self._tls, self._tls_secret = None, None
+            return
+        secret = await self.client.get(Secret, secret_name, namespace=self.namespace)
+        ca = base64.b64decode((secret.data or {})["ca.crt"]).decode()
+        context = ssl.create_default_context(cadata=ca)
+        context.check_hostname = False  # verify_mode stays CERT_REQUIRED
+        self._tls, self._tls_secret = context, secret_name
 
     async def _superuser_password(self) -> str:
         if self._password is None:
@@ -124,7 +144,7 @@ class Shell:
         conn = await asyncpg.connect(
             host=where[0], port=where[1], user="postgres",
             password=await self._superuser_password(), database="postgres",
-            timeout=timeout, command_timeout=timeout,
+            timeout=timeout, command_timeout=timeout, ssl=self._tls,
             server_settings={"application_name": COMPONENT},
         )  # fmt: skip
         try:

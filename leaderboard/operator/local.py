@@ -87,7 +87,9 @@ class LocalOperator:
         async def one(member: PgMember) -> Member:
             running = member.pid() is not None
             try:
-                seen = await probe(member.host, member.port, password, self.timeout_s)
+                seen = await probe(
+                    member.host, member.port, password, self.timeout_s, tls=member.client_ssl()
+                )
             except Exception:  # refused, timed out, starting up: a missed probe
                 self.failures[member.name] += 1
                 return Member(
@@ -250,7 +252,9 @@ class LocalOperator:
         password = self.stack.superuser_password
 
         async def caught_up() -> bool:
-            seen = await probe(target.host, target.port, password, self.timeout_s)
+            seen = await probe(
+                target.host, target.port, password, self.timeout_s, tls=target.client_ssl()
+            )
             return seen.lsn >= last
 
         deadline = time.monotonic() + 30

@@ -18,7 +18,8 @@
 #                                        decide (it promotes the member it recorded as primary,
 #                                        which holds every acknowledged write).
 #
-# Environment: PGDATA, MEMBER_NAME (its application_name and cluster_name), PRIMARY_HOST,
+# Environment: PG_TLS (on: TLS-only pg_hba.conf), PGSSLMODE and PGSSLROOTCERT (TLS to the primary, e.g. verify-full/verify-ca),
+# PGDATA, MEMBER_NAME (its application_name and cluster_name), PRIMARY_HOST,
 # PRIMARY_PORT, PGPASSWORD (the superuser's), optional PGBIN (folder of the server binaries),
 # BOOTSTRAP (primary on the one member that may initdb; or BOOTSTRAP_MEMBER names it), CLUSTER_CONF (file appended to
 # postgresql.conf by initdb), PGPORT (the port this member listens on, for `start`).
@@ -36,7 +37,12 @@ fi
 log() { echo "pg-member[$MEMBER_NAME]: $*" >&2; }
 
 primary_conninfo() {
-    echo "host=$PRIMARY_HOST port=$PRIMARY_PORT user=postgres dbname=postgres connect_timeout=3"
+    local tls=""
+    # TLS mode: libpq's own variables; spelled out, because the walreceiver that later reads
+    # primary_conninfo does not see this script's environment.
+    if [[ -n "${PGSSLMODE:-}" ]]; then tls=" sslmode=$PGSSLMODE"; fi
+    if [[ -n "${PGSSLROOTCERT:-}" ]]; then tls+=" sslrootcert=$PGSSLROOTCERT"; fi
+    echo "host=$PRIMARY_HOST port=$PRIMARY_PORT user=postgres dbname=postgres connect_timeout=3$tls"
 }
 
 # "yes" when a member other than this one accepts writes at PRIMARY_HOST.
@@ -90,6 +96,19 @@ bootstrap() {
     echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
 }
 
+# PG_TLS=on: every TCP rule of pg_hba.conf is `hostssl`, so a plaintext connection finds no
+# rule and is refused; otherwise `host`. On every start: a cluster can be switched either way
+# (replicas get the file from pg_basebackup and pg_rewind, so each member sets its own).
+apply_hba() {
+    local hba="$PGDATA/pg_hba.conf"
+    [[ -f "$hba" ]] || return 0
+    if [[ "${PG_TLS:-off}" == on ]]; then
+        sed -i -E 's/^host([[:space:]])/hostssl\1/' "$hba"
+    else
+        sed -i -E 's/^hostssl([[:space:]])/host\1/' "$hba"
+    fi
+}
+
 prepare() {
     local other
     other=$(other_primary)
@@ -124,6 +143,7 @@ case "${1:-}" in
             if [[ $status -ne $EX_TEMPFAIL ]]; then exit $status; fi
             sleep 2
         done
+        apply_hba
         exec postgres -D "$PGDATA" -c "cluster_name=$MEMBER_NAME" -c "port=${PGPORT:-5432}" "$@"
         ;;
     *)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 
 import asyncpg
@@ -33,12 +34,15 @@ class Probe:
     sync_standbys: frozenset[str]  # primary only: standbys streaming as sync/quorum
 
 
-async def probe(host: str, port: int, password: str, timeout: float) -> Probe:
-    """Raise on any failure (refused, timed out, auth): the caller counts it as a miss."""
+async def probe(
+    host: str, port: int, password: str, timeout: float, *, tls: ssl.SSLContext | None = None
+) -> Probe:
+    """Raise on any failure (refused, timed out, auth, certificate): the caller counts it as
+    a miss. ``tls``: connect over TLS with this context (the members' CA)."""
     async with asyncio.timeout(timeout):
         conn = await asyncpg.connect(
             host=host, port=port, user="postgres", password=password, database="postgres",
-            timeout=timeout, command_timeout=timeout,
+            timeout=timeout, command_timeout=timeout, ssl=tls,
             server_settings={"application_name": "leaderboard-operator"},
         )  # fmt: skip
         try:

@@ -6,6 +6,8 @@ chart-up``'s stand-in for it (no API server runs there), so both write exactly t
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from leaderboard.db.sql import ident, literal
 
 PG_PORT = 5432
@@ -34,12 +36,18 @@ def sync_standbys_sql(value: str) -> str:
 
 
 def app_secret(
-    cluster: str, namespace: str, user: str, password: str, database: str
+    cluster: str, namespace: str, user: str, password: str, database: str, *, tls: bool = False
 ) -> dict[str, str]:
     """The ``-app`` Secret's strings; the host is the ``-rw`` Service, so the URI follows the
-    primary through every failover without being rewritten."""
+    primary through every failover without being rewritten. With TLS the URI says
+    ``sslmode=verify-full``: the certificate names the Service, and the pods that use the URI
+    point libpq's ``PGSSLROOTCERT`` at the CA."""
     host = f"{cluster}-rw.{namespace}.svc"
-    return {
+    uri = f"postgresql://{user}:{quote(password, safe='')}@{host}:{PG_PORT}/{database}"
+    strings = {
         "username": user, "password": password, "dbname": database, "host": host,
-        "port": str(PG_PORT), "uri": f"postgresql://{user}:{password}@{host}:{PG_PORT}/{database}",
+        "port": str(PG_PORT), "uri": uri + ("?sslmode=verify-full" if tls else ""),
     }  # fmt: skip
+    if tls:
+        strings["sslmode"] = "verify-full"
+    return strings

@@ -232,3 +232,34 @@ async def test_a_cached_token_still_expires_on_time() -> None:
     with pytest.raises(TokenError) as err:
         await verifier.user_id(stale)
     assert err.value.code == "token_expired"
+
+
+async def test_hs256_secrets_rotate_without_logging_anyone_out() -> None:
+    """`LEADERBOARD_JWT_SECRET=new,old`: tokens of either verify; only the first signs."""
+    from leaderboard import auth
+
+    new = "the-new-secret-that-is-long-enough-for-hs256"
+    settings = Settings(jwt_secret=f"{new},{SECRET}")
+    verifier = Verifier(settings)
+    old_token = jwt.encode(_claims(sub="old"), SECRET, "HS256")
+    assert await verifier.user_id(old_token) == "old"
+    minted = auth.mint(settings, "fresh")
+    assert jwt.decode(minted, new, algorithms=["HS256"])["sub"] == "fresh"
+    assert await verifier.user_id(minted) == "fresh"
+    with pytest.raises(TokenError) as err:  # a secret in neither place still fails
+        await verifier.user_id(jwt.encode(_claims(), WRONG, "HS256"))
+    assert (err.value.code, err.value.message) == ("invalid_token", "bad signature")
+    expired = jwt.encode(_claims(exp=int(time.time()) - 60), SECRET, "HS256")
+    with pytest.raises(TokenError) as err:  # an old-secret token is still checked in full
+        await verifier.user_id(expired)
+    assert err.value.code == "token_expired"
+    # after the rotation, the old secret is dropped: its tokens stop verifying
+    with pytest.raises(TokenError):
+        await Verifier(Settings(jwt_secret=new)).user_id(old_token)
+
+
+def test_every_rotated_secret_must_be_long_enough() -> None:
+    from leaderboard.config import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="each secret must be at least 32 bytes"):
+        load_settings(jwt_secret=f"{SECRET},short")

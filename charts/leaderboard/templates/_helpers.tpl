@@ -63,12 +63,45 @@ topologySpreadConstraints:
 {{- end }}
 {{- end -}}
 
-{{/* Settings the API and the broadcasters share: Redis, JWT, production mode. */}}
+{{/* The chart runs its own PostgreSQL cluster (and operator) unless a managed one is named. */}}
+{{- define "lb.managedPostgres" -}}
+{{- if not (or .Values.postgres.external.uri .Values.postgres.external.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Secret with tls.crt, tls.key and ca.crt of the chart's PostgreSQL members and Redis. */}}
+{{- define "lb.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "lb.fullname" .)) .Values.tls.existingSecret -}}
+{{- end -}}
+
+{{/* Where the components find the CA (one file of the TLS Secret, mounted read-only). */}}
+{{- define "lb.caPath" -}}/etc/leaderboard/tls/ca.crt{{- end -}}
+
+{{/* Settings the API and the broadcasters share: Redis (as this component's own user),
+     JWT, production mode. Call with (dict "root" . "component" "api"). */}}
 {{- define "lb.commonEnv" -}}
+{{- $root := .root }}
+{{- with $root }}
 - name: LEADERBOARD_ENV
   value: prod
+{{- if .Values.redis.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ include "lb.fullname" . }}-redis, key: {{ $.component }}-password}
 - name: LEADERBOARD_REDIS_URL
-  value: {{ if .Values.redis.enabled }}{{ printf "redis://%s-redis:6379/0" (include "lb.fullname" .) | quote }}{{ else }}{{ .Values.redis.externalUrl | quote }}{{ end }}
+  {{- $host := printf "%s-redis:6379/0" (include "lb.fullname" .) }}
+  {{- if .Values.tls.enabled }}
+  value: {{ printf "rediss://%s:$(REDIS_PASSWORD)@%s?ssl_ca_certs=%s" $.component $host (include "lb.caPath" .) | quote }}
+  {{- else }}
+  value: {{ printf "redis://%s:$(REDIS_PASSWORD)@%s" $.component $host | quote }}
+  {{- end }}
+{{- else if .Values.redis.externalUrlSecret }}
+- name: LEADERBOARD_REDIS_URL
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.redis.externalUrlSecret }}, key: url}
+{{- else }}
+- name: LEADERBOARD_REDIS_URL
+  value: {{ .Values.redis.externalUrl | quote }}
+{{- end }}
 - name: LEADERBOARD_JWT_ALGORITHM
   value: {{ .Values.auth.algorithm | quote }}
 {{- if eq .Values.auth.algorithm "HS256" }}
@@ -94,8 +127,43 @@ topologySpreadConstraints:
 - name: LEADERBOARD_JWT_AUDIENCE
   value: {{ . | quote }}
 {{- end }}
+{{- end }}
 {{- end -}}
 
+{{/* CA files for the components that verify the servers: the chart's own (Redis, and its
+     PostgreSQL members), and a managed PostgreSQL's. PGSSLROOTCERT is libpq's (and asyncpg's)
+     variable, so the database URI itself can stay `?sslmode=verify-full`. */}}
+{{- define "lb.caEnv" -}}
+{{- if .Values.postgres.external.caCert }}
+- name: PGSSLROOTCERT
+  value: /etc/leaderboard/postgres-ca/ca.crt
+{{- else if and .Values.tls.enabled (include "lb.managedPostgres" .) }}
+- name: PGSSLROOTCERT
+  value: {{ include "lb.caPath" . }}
+{{- end }}
+{{- end -}}
+
+{{- define "lb.caVolumeMounts" -}}
+{{- if .Values.tls.enabled }}
+- {name: ca, mountPath: /etc/leaderboard/tls, readOnly: true}
+{{- end }}
+{{- if .Values.postgres.external.caCert }}
+- {name: postgres-ca, mountPath: /etc/leaderboard/postgres-ca, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "lb.caVolumes" -}}
+{{- if .Values.tls.enabled }}
+- name: ca
+  secret:
+    secretName: {{ include "lb.tlsSecret" . }}
+    items: [{key: ca.crt, path: ca.crt}]
+{{- end }}
+{{- if .Values.postgres.external.caCert }}
+- name: postgres-ca
+  configMap: {name: {{ include "lb.fullname" . }}-postgres-ca}
+{{- end }}
+{{- end -}}
 {{/* A random secret that survives upgrades (lookup finds the existing one in a cluster). */}}
 {{- define "lb.keep" -}}
 {{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name -}}
