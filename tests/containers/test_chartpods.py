@@ -133,6 +133,53 @@ async def test_a_completion_through_the_api_service_reaches_a_viewer_of_the_broa
         assert user in [entry["userId"] for entry in change["top"]]
 
 
+async def test_every_postgresql_connection_is_tls_and_plaintext_is_refused(
+    engine: Engine, release: tuple[Release, dict[str, Any], str]
+) -> None:
+    """The default chart: replication and the API's pool over TLS; the -app URI says
+    verify-full; a plaintext connection to the -rw Service finds no pg_hba rule."""
+    up, _, _ = release
+    assert up.objects.secrets[f"{FULL}-pg-app"]["uri"].endswith("?sslmode=verify-full")
+    done = engine.run(
+        "exec", f"{FULL}-pg-0", "psql", "-h", "/var/run/postgresql", "-U", "postgres", "-XAtc",
+        "SELECT a.backend_type, s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+        "WHERE a.client_addr IS NOT NULL AND a.pid <> pg_backend_pid()",
+    )  # fmt: skip
+    rows = {tuple(line.split("|")) for line in done.stdout.splitlines()}
+    assert ("walsender", "t") in rows and ("client backend", "t") in rows
+    assert all(ssl == "t" for _, ssl in rows), rows
+    plain = engine.run(
+        "exec", f"{FULL}-pg-1", "psql",
+        f"host={FULL}-pg-rw port=5432 user=postgres dbname=postgres sslmode=disable",
+        "-XAtc", "SELECT 1", check=False,
+    )  # fmt: skip
+    assert plain.returncode != 0
+    assert "no encryption" in plain.stderr
+
+
+async def test_redis_speaks_only_tls_and_each_component_has_its_own_user(
+    engine: Engine, release: tuple[Release, dict[str, Any], str]
+) -> None:
+    up, _, _ = release
+    passwords = up.objects.secrets[f"{FULL}-redis"]
+    redis = f"{FULL}-redis-0"
+    plain = engine.run("exec", redis, "redis-cli", "-h", "127.0.0.1", "ping", check=False)
+    assert "PONG" not in plain.stdout
+    tls = ["redis-cli", "-h", "127.0.0.1", "--tls", "--cacert", "/tls/ca.crt", "--no-auth-warning"]
+
+    def as_user(user: str, *command: str) -> str:
+        auth = ["--user", user, "--pass", passwords[f"{user}-password"]]
+        return engine.run("exec", redis, *tls, *auth, *command).stdout.strip()
+
+    assert as_user("broadcaster", "HGET", "leaderboard:top10", "seq").isdigit()
+    assert as_user("broadcaster", "ZADD", "leaderboard:scores", "1", "mallory").startswith("NOPERM")
+    assert as_user("broadcaster", "PUBLISH", "leaderboard:updates", "x").startswith("NOPERM")
+    assert as_user("api", "FLUSHALL").startswith("NOPERM")
+    assert as_user("api", "CONFIG", "GET", "*").startswith("NOPERM")
+    anonymous = engine.run("exec", redis, *tls, "--user", "default", "--pass", "x", "ping")
+    assert "WRONGPASS" in anonymous.stdout + anonymous.stderr
+
+
 async def test_the_operator_pod_says_it_waits_for_the_kubernetes_api(
     engine: Engine, release: tuple[Release, dict[str, Any], str]
 ) -> None:
