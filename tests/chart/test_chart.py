@@ -22,7 +22,7 @@ from helm_python import Chart
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "leaderboard"
 KUBE_VERSIONS = ["1.29", "1.33", "1.35"]
-CUSTOM = {"PostgresCluster", "ServiceMonitor", "PrometheusRule"}
+CUSTOM = {"PostgresCluster", "ServiceMonitor", "PrometheusRule", "Certificate"}
 
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
@@ -45,6 +45,17 @@ PROFILES: dict[str, dict[str, Any]] = {
         "topologySpread": False,
         "auth": {"algorithm": "RS256", "jwksUrl": "https://id.example/.well-known/jwks.json"},
     },
+    "managed": {  # a managed PostgreSQL and a managed Redis over TLS: no cluster, no operator
+        "postgres": {
+            "external": {
+                "existingSecret": "shop-db",
+                "caCert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            }
+        },
+        "redis": {"enabled": False, "externalUrlSecret": "shop-redis"},
+    },
+    "plaintext": {"tls": {"enabled": False}},
+    "cert-manager": {"tls": {"certManager": {"enabled": True, "issuerRef": {"name": "ca-issuer"}}}},
 }
 
 
@@ -103,7 +114,11 @@ def test_every_object_is_strictly_valid_for_each_kubernetes_version(
 def test_the_postgres_cluster_is_valid_against_its_crd(chart: Chart, profile: str) -> None:
     crd = yaml.safe_load((CHART / "crds" / "postgresclusters.leaderboard.dev.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    (cluster,) = by_kind(render(chart, PROFILES[profile]), "PostgresCluster")
+    clusters = by_kind(render(chart, PROFILES[profile]), "PostgresCluster")
+    if profile == "managed":
+        assert clusters == []  # a managed PostgreSQL: no cluster of ours
+        return
+    (cluster,) = clusters
     jsonschema.validate(cluster, schema)
     (sts,) = [s for s in by_kind(render(chart, PROFILES[profile]), "StatefulSet")
               if s["metadata"]["name"] == cluster["metadata"]["name"]]  # fmt: skip
@@ -210,6 +225,11 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("a typo in a key", {"api": {"replicaz": 3}}),
     ("RS256 without a key or JWKS URL", {"auth": {"algorithm": "RS256"}}),
     ("external Redis without a URL", {"redis": {"enabled": False}}),
+    (
+        "a managed PostgreSQL URI of another scheme",
+        {"postgres": {"external": {"uri": "mysql://x"}}},
+    ),
+    ("cert-manager without an issuer", {"tls": {"certManager": {"enabled": True}}}),
     ("a bad storage size", {"postgres": {"storage": {"size": "lots"}}}),
     ("a bad CPU quantity", {"api": {"resources": {"limits": {"cpu": "fast"}}}}),
 ]
