@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ssl
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -237,7 +238,21 @@ def _secret(stack: Stack) -> dict[str, Any]:
 
 @pytest_asyncio.fixture
 async def world() -> AsyncIterator[World]:
-    async with own_cluster("lb-kube-") as stack, Emulator() as k8s, Server(k8s) as server:
+    async with _world(tls=False) as w:
+        yield w
+
+
+@pytest_asyncio.fixture
+async def world_tls() -> AsyncIterator[World]:
+    """Members that serve TLS only (the chart's default); the CR names the Secret whose CA
+    the operator verifies them against."""
+    async with _world(tls=True) as w:
+        yield w
+
+
+@contextlib.asynccontextmanager
+async def _world(*, tls: bool) -> AsyncIterator[World]:
+    async with own_cluster("lb-kube-", tls=tls) as stack, Emulator() as k8s, Server(k8s) as server:
         with warnings.catch_warnings():  # kmock 0.8 reads it with a deprecated importlib call
             warnings.simplefilter("ignore", DeprecationWarning)
             k8s.resources.load_bundled()
@@ -246,12 +261,24 @@ async def world() -> AsyncIterator[World]:
             "verbs": ["get", "list", "watch", "patch", "update"], "subresources": ["status"],
         }  # fmt: skip
         k8s.objects["v1/secrets", NS, "pg-credentials"] = _secret(stack)
+        spec: dict[str, Any] = {
+            "instances": 2, "durability": "required", "probe": {"intervalSeconds": 0.3},
+        }  # fmt: skip
+        if stack.tls is not None:
+            spec["tls"] = {"secretName": "pg-tls"}
         k8s.objects[CR] = {
             "apiVersion": "leaderboard.dev/v1",
             "kind": "PostgresCluster",
             "metadata": {"name": "pg", "namespace": NS, "uid": "pg-uid", "resourceVersion": "1"},
-            "spec": {"instances": 2, "durability": "required", "probe": {"intervalSeconds": 0.3}},
+            "spec": spec,
         }
+        if stack.tls is not None:
+            ca = base64.b64encode(stack.tls.ca_cert.read_bytes()).decode()
+            k8s.objects["v1/secrets", NS, "pg-tls"] = {
+                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                "metadata": {"name": "pg-tls", "namespace": NS, "resourceVersion": "1"},
+                "data": {"ca.crt": ca},
+            }  # fmt: skip
         w = World(k8s=k8s, url=str(server.url).rstrip("/"), stack=stack)
         w.add_pod("member0")
         w.add_pod("member1")
@@ -396,6 +423,28 @@ async def test_failover_moves_labels_status_and_events_and_only_the_lease_holder
     assert world.status["currentPrimary"] == "member1" and world.status["failoverCount"] == 2
     assert world.role("member1") == "primary" and world.role("member0") == "replica"
     assert await world.stack.members[1].probe_role(world.stack.superuser_password) == "primary"
+
+
+async def test_over_tls_the_operator_verifies_the_members_fails_over_and_rejoins(
+    world_tls: World,
+) -> None:
+    world = world_tls
+    a = world.start("operator-tls")
+    await until(world, lambda: world.status.get("phase") == "Healthy", timeout=30, what="adopt")
+    app = world.obj("v1/secrets", "pg-app")
+    assert app and app["stringData"]["uri"].endswith("?sslmode=verify-full")
+    assert app["stringData"]["sslmode"] == "verify-full"
+    (operator,) = a.operators  # it verifies the members against the Secret's CA
+    assert operator._tls is not None and operator._tls.verify_mode == ssl.CERT_REQUIRED
+    world.stack.members[0].kill()
+    await until(
+        world, lambda: world.status.get("currentPrimary") == "member1", timeout=30, what="failover"
+    )
+    await world.recreate("member0")  # pg-member.sh rewinds it over TLS
+    world.keep_pods()
+    await rejoined(world, "member0")
+    assert world.status["syncStandbys"] == ["member0"]
+    await world.stop(a)
 
 
 async def test_a_switchover_and_a_pause_are_asked_for_in_the_spec(world: World) -> None:
