@@ -89,7 +89,8 @@ def run_pgbench(
     primary = stack.members[0]
     script = stack.run_dir / "award.pgbench"
     script.write_text(pgbench_script(one_row))
-    env = {**os.environ, "PGPASSWORD": stack.app_password}
+    # In TLS mode pgbench connects as the services do: TLS, the stack's CA verified.
+    env = {**os.environ, "PGPASSWORD": stack.app_password, **primary.ssl_env}
     argv = [
         shutil.which("pgbench") or str(primary.bin("pgbench")),
         "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(duration),
@@ -316,6 +317,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="best of this many runs")
     parser.add_argument("--write-readme", action="store_true")
     parser.add_argument(
+        "--no-tls", action="store_true", help="skip the second run in the stack's TLS mode"
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="after measuring, one more completion run with py-spy sampling each API process:\n"
@@ -402,11 +406,20 @@ def main() -> int:
         stack.stop()
         shutil.rmtree(root, ignore_errors=True)
 
+    if not args.no_tls:
+        results["tls"] = measure_tls(args)
     results["ratios"] = {
         "complete_vs_pgbench": results["api_complete"]["rps"] / results["pgbench_award"]["rps"],
         "complete_vs_one_row": results["api_complete"]["rps"] / results["pgbench_one_row"]["rps"],
         "top10_vs_bare": results["api_top10"]["rps"] / results["bare_endpoint"]["rps"],
     }
+    if "tls" in results:
+        tls = results["tls"]
+        results["ratios"].update(
+            tls_complete_vs_plain=tls["api_complete"]["rps"] / results["api_complete"]["rps"],
+            tls_complete_vs_pgbench=tls["api_complete"]["rps"] / tls["pgbench_award"]["rps"],
+            tls_top10_vs_plain=tls["api_top10"]["rps"] / results["api_top10"]["rps"],
+        )
     results["setup"] = {
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
         f"{platform.python_version()}",
@@ -427,6 +440,50 @@ def main() -> int:
     return 0
 
 
+def measure_tls(args: argparse.Namespace) -> dict[str, Any]:
+    """The completion and top-10 paths again with ``LEADERBOARD_TLS=true``: every connection
+    to Redis and PostgreSQL encrypted and authenticated (each component its own Redis user),
+    pgbench over TLS too. A stack of its own, started once the plaintext one has stopped: the
+    same machine in the same run, nothing else running."""
+    root = Path(tempfile.mkdtemp(prefix="lb-bench-tls-"))
+    root.chmod(0o755)
+    env = {**stack_env(root / "run"), "LEADERBOARD_TLS": "true"}
+    env["LEADERBOARD_API_WORKERS"] = str(args.workers)
+    os.environ.update(env)
+    settings = Settings()
+    stack = Stack.from_settings(settings, services=True)
+    d, warm = args.duration, max(2, args.duration // 5)
+    lua = str(HERE / "complete.lua")
+    top_runs, pg_runs, api_runs = [], [], []
+    try:
+        asyncio.run(stack.start())
+        api = stack.api_url
+        seed_scores(stack)
+        for round_ in range(args.rounds):
+            print(f"tls api: GET /api/leaderboard, {args.connections} connections, {d} s")
+            run_wrk(api + "/api/leaderboard", args.connections, warm)
+            top_runs.append(run_wrk(api + "/api/leaderboard", args.connections, d))
+            tokens = stack.run_dir / f"tokens-{round_}.txt"
+            users = (f"t{round_}-{i}" for i in range((d + warm) * 9_000))
+            tokens.write_text("\n".join(auth.mint(settings, u) for u in users) + "\n")
+            print(f"tls pgbench: award transaction, {args.pgbench_clients} clients, {d} s")
+            run_pgbench(stack, args.pgbench_clients, warm)
+            result, cpu = measure_cpu(partial(run_pgbench, stack, args.pgbench_clients, d))
+            pg_runs.append({**result, "cpu_us": cpu})
+            print(f"tls api: POST /api/action/complete, {args.connections} connections, {d} s")
+            script = [lua, str(tokens), "1"]
+            result, cpu = measure_cpu(partial(run_wrk, api, args.connections, d + warm, script))
+            api_runs.append({**result, "cpu_us": cpu})
+    finally:
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return {
+        "api_top10": best(top_runs),
+        "pgbench_award": best(pg_runs),
+        "api_complete": best(api_runs),
+    }
+
+
 def render(r: dict[str, Any]) -> str:
     s = r["setup"]
     rows = [
@@ -445,6 +502,19 @@ def render(r: dict[str, Any]) -> str:
         f"same stack: {r['bare_endpoint']['rps']:,.0f} req/s | "
         f"**{r['ratios']['top10_vs_bare']:.0%}** | ≥ 80% |",
     ]
+    if "tls" in r:
+        t, ratios = r["tls"], r["ratios"]
+        rows += [
+            f"| POST /api/action/complete, **TLS mode** | {t['api_complete']['rps']:,.0f} | "
+            f"{t['api_complete']['p50_ms']:.1f} ms | {t['api_complete']['p99_ms']:.1f} ms | "
+            f"the plaintext run above | **{ratios['tls_complete_vs_plain']:.0%}** | |",
+            f"| (same TLS run) | | | | pgbench over TLS, same SQL: "
+            f"{t['pgbench_award']['rps']:,.0f} TPS | "
+            f"**{ratios['tls_complete_vs_pgbench']:.0%}** | ≥ 50% |",
+            f"| GET /api/leaderboard, **TLS mode** | {t['api_top10']['rps']:,.0f} | "
+            f"{t['api_top10']['p50_ms']:.1f} ms | {t['api_top10']['p99_ms']:.1f} ms | "
+            f"the plaintext run above | **{ratios['tls_top10_vs_plain']:.0%}** | |",
+        ]
     notes = (
         f"\nMeasured by `make bench` on {s['date']} ({s['machine']}, {s['api_workers']} API "
         f"server process(es) sharing the port with SO_REUSEPORT, CPU seconds each during the "
@@ -463,6 +533,17 @@ def render(r: dict[str, Any]) -> str:
         )
         + "."
     )
+    if "tls" in r:
+        notes += (
+            "\n\nTLS mode (`LEADERBOARD_TLS=true`: every Redis and PostgreSQL connection TLS, "
+            "verified, and authenticated; a stack of its own after the plaintext one stopped), "
+            "CPU per completion: "
+            + "; ".join(
+                f"{label}: " + ", ".join(f"{k} {v}" for k, v in r["tls"][name]["cpu_us"].items())
+                for label, name in (("API", "api_complete"), ("pgbench", "pgbench_award"))
+            )
+            + "."
+        )
     return "\n".join(rows) + "\n" + notes
 
 

@@ -70,6 +70,8 @@ async def check_postgres(dsn: str, *, timeout: float) -> None:
         conn = await asyncpg.connect(dsn, timeout=timeout)
     except asyncpg.InvalidPasswordError as exc:
         raise PreflightError(f"{where} refused the password: {exc}") from None
+    except asyncpg.ClientConfigurationError as exc:  # e.g. verify-full and no CA file
+        raise PreflightError(f"{where}: {exc}") from None
     except asyncpg.InvalidAuthorizationSpecificationError as exc:
         # pg_hba.conf said no: e.g. a plaintext connection where only TLS is accepted
         raise PreflightError(f"{where} does not let this connection in: {exc}") from None

@@ -186,6 +186,17 @@ async def test_postgres_certificate_and_password_are_checked(
         await check_postgres(url.replace(tls_stack.app_password, "wrong-password"), timeout=5)
 
 
+async def test_verify_full_without_a_ca_file_is_refused_at_start(
+    tls_stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As in libpq: no CA to verify with is a configuration error, not a silent fall-back."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.postgresql/root.crt
+    monkeypatch.delenv("PGSSLROOTCERT", raising=False)
+    url = tls_stack.services_database_url().split("&sslrootcert=")[0]
+    with pytest.raises(PreflightError, match="root certificate file"):
+        await check_postgres(url, timeout=5)
+
+
 async def test_services_and_replication_connect_over_tls(tls_stack: Stack) -> None:
     conn = await asyncpg.connect(tls_stack.services_database_url(), timeout=5)
     try:
@@ -304,7 +315,11 @@ def test_tls_mode_end_to_end_with_a_failover_drill(run_dir: Path) -> None:
 
     from tests.support import cli, detached_stack, stack_env
 
-    env = {**stack_env(run_dir), "LEADERBOARD_TLS": "true"}
+    plain = stack_env(run_dir)
+    # A stack made in plaintext mode and switched: its members' pg_hba.conf rules follow.
+    assert cli("up", "--detach", env=plain).returncode == 0
+    assert cli("down", env=plain).returncode == 0
+    env = {**plain, "LEADERBOARD_TLS": "true"}
     with detached_stack(env):
         status = json.loads(cli("status", "--json", env=env).stdout)
         assert status["redis_url"].startswith("rediss://")
