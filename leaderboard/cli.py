@@ -163,7 +163,7 @@ def _preflight(settings: Settings, component: str, *, postgres: bool) -> bool:
     from leaderboard import endpoints, preflight
 
     async def check() -> None:
-        await preflight.check_redis(endpoints.redis_url(settings), timeout=5.0)
+        await preflight.check_redis(endpoints.redis_url(settings, component), timeout=5.0)
         if postgres:
             await preflight.check_postgres(endpoints.database_url(settings), timeout=5.0)
 

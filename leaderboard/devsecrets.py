@@ -41,3 +41,8 @@ def pg_password_path(run_dir: Path) -> Path:
 
 def app_password_path(run_dir: Path) -> Path:
     return run_dir / "pg-app-password"
+
+
+def redis_password_path(run_dir: Path, user: str) -> Path:
+    """TLS mode: the password of a Redis user (``default``, ``api``, ``broadcaster``)."""
+    return run_dir / f"redis-{user}-password"

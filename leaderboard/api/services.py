@@ -50,12 +50,12 @@ class Services:
             timeout=settings.db_timeout_s,
         )
         client = aioredis.Redis.from_url(
-            endpoints.redis_url(settings),
+            endpoints.redis_url(settings, "api"),
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
             max_connections=256,
         )
-        pipe = RedisPipe(endpoints.redis_url(settings), timeout=settings.redis_timeout_s)
+        pipe = RedisPipe(endpoints.redis_url(settings, "api"), timeout=settings.redis_timeout_s)
         board = Leaderboard(
             db,
             client,

@@ -44,7 +44,8 @@ class Broadcaster:
         )
         self.verifier = Verifier(settings)
         self.client = aioredis.Redis.from_url(
-            endpoints.redis_url(settings), socket_connect_timeout=settings.redis_timeout_s
+            endpoints.redis_url(settings, "broadcaster"),
+            socket_connect_timeout=settings.redis_timeout_s,
         )
         self.feed = Feed(self.client, Keys(settings.redis_prefix), self.hub)
         self.page = (

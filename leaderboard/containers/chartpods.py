@@ -16,11 +16,8 @@ What stands in for the cluster, and what it does not do:
   (and ``pod.svc...`` for StatefulSet members). The API's and broadcaster's Services are
   published on 127.0.0.1, as a port-forward would.
 - the operator: its pod runs and, with no API server, says it is waiting for one. What it
-  would do at bootstrap is done here once, with the operator's own definitions
-  (:mod:`leaderboard.operator.provision`): the bootstrap member is labelled primary and the
-  others replica (routing of ``-rw``/``-ro``), the application's role, database and
-  ``<cluster>-app`` Secret are created once the primary answers, and the synchronous standby
-  set once a standby streams. No failover happens here: that is tested on kmock.
+  would do at bootstrap is done once by :mod:`.bootstrap` (no failover: that is tested on
+  kmock).
 
     python -m leaderboard.containers.chartpods up [--image localhost/leaderboard:dev]
     python -m leaderboard.containers.chartpods down
@@ -44,24 +41,18 @@ from typing import Any
 
 import yaml
 
-from leaderboard.containers import image, kubelet, probes
+from leaderboard.containers import bootstrap, image, kubelet, probes, services
+from leaderboard.containers.bootstrap import say
 from leaderboard.containers.engine import Engine, EngineError
 from leaderboard.containers.kubelet import Doc, Objects, Pending, Pod, PodSpecError
-from leaderboard.operator import provision
 
 CHART = image.REPO / "charts" / "leaderboard"
 LABEL = "dev.leaderboard.chart-up"
-ROLE_LABEL = "leaderboard.dev/role"
-CLUSTER_LABEL = "leaderboard.dev/cluster"
 TEST_HOOK = "helm.sh/hook"
 
 
 class ChartUpError(Exception):
     """chart-up could not bring the release up; the message names the pod and the probe."""
-
-
-def say(line: str) -> None:
-    print(f"chart-up: {line}", file=sys.stderr, flush=True)
 
 
 def render(release: str, namespace: str, values: dict[str, Any]) -> list[Doc]:
@@ -174,94 +165,19 @@ class Release:
             elif kind in ("Job", "CronJob", "DaemonSet", "ReplicaSet"):
                 raise ChartUpError(f"{kind} {meta['name']}: not supported by chart-up")
 
-    def _tls(self, cluster: str) -> bool:
-        """Whether the PostgresCluster's members serve TLS (``spec.tls``)."""
-        return any(
-            doc["kind"] == "PostgresCluster"
-            and doc["metadata"]["name"] == cluster
-            and (doc.get("spec") or {}).get("tls")
-            for doc in self.docs
-        )
-
-    def _clusters(self) -> list[tuple[str, list[PodState]]]:
-        """PostgreSQL clusters: their members (StatefulSet pods with the cluster label)."""
-        clusters: dict[str, list[PodState]] = {}
-        for state in self.states.values():
-            cluster = state.pod.labels.get(CLUSTER_LABEL)
-            if cluster and state.pod.owner.startswith("StatefulSet/"):
-                clusters.setdefault(cluster, []).append(state)
-        return sorted(clusters.items())
-
-    def _label_roles(self) -> None:
-        """The operator's first act: the bootstrap member (ordinal 0) is the primary."""
-        for cluster, members in self._clusters():
-            for state in members:
-                role = "primary" if state.pod.name == f"{cluster}-0" else "replica"
-                state.pod.labels[ROLE_LABEL] = role
-            say(f"operator stand-in: {cluster}-0 labelled primary, the other members replica")
-
-    def _aliases(self, service: Doc) -> list[str]:
-        name = service["metadata"]["name"]
-        ns = self.namespace
-        return [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
-
-    def _pod_aliases(self, pod: Pod) -> list[str]:
-        aliases: list[str] = []
-        for service in self.objects.services:
-            spec = service.get("spec") or {}
-            if spec.get("clusterIP") != "None":
-                continue
-            if kubelet.selects(spec.get("selector"), pod.labels):
-                aliases += self._aliases(service)
-                aliases += [f"{pod.name}.{a}" for a in self._aliases(service)]
-        return aliases
-
-    def _endpoints(self, service: Doc) -> dict[str, Any]:
-        spec = service["spec"]
-        ports = []
-        for port in spec["ports"]:
-            targets = []
-            for state in self.states.values():
-                if kubelet.selects(spec.get("selector"), state.pod.labels):
-                    target = state.pod.port(port.get("targetPort", port["port"]))
-                    targets.append([state.pod.name, target])
-            ports.append({"port": port["port"], "targets": targets})
-        return {"ports": ports}
-
     def _start_services(self) -> None:
-        folder = self.state_dir / self.name / "services"
-        folder.mkdir(parents=True, exist_ok=True)
-        published = {self._service_of("api"): self.api_port,
-                     self._service_of("broadcaster"): self.ws_port}  # fmt: skip
-        for service in self.objects.services:
-            spec = service.get("spec") or {}
-            if spec.get("clusterIP") == "None":
-                continue
-            name = service["metadata"]["name"]
-            endpoints = folder / f"{name}.json"
-            endpoints.write_text(json.dumps(self._endpoints(service)))
-            endpoints.chmod(0o644)
-            flags = [f"--network-alias={a}" for a in self._aliases(service)]
-            if name in published:
-                first = spec["ports"][0]["port"]
-                flags += ["--publish", f"127.0.0.1:{published[name]}:{first}"]
-            self.engine.run(
-                "run", "--detach", "--name", f"{name}-svc", "--label", self.label,
-                "--network", self.network, *flags,
-                "--sysctl", "net.ipv4.ip_unprivileged_port_start=0",  # port 80 as user 10001
-                "--read-only", "--cap-drop", "all", "--security-opt", "no-new-privileges",
-                "--mount", f"type=bind,source={endpoints},destination=/etc/lb/endpoints.json,ro",
-                "--entrypoint", "python", self.image_ref,
-                "-m", "leaderboard.containers.serviceproxy", "/etc/lb/endpoints.json",
-            )  # fmt: skip
-
-    def _service_of(self, component: str) -> str:
-        """The Service that selects a component's pods, as the render names it."""
-        for service in self.objects.services:
-            selector = (service.get("spec") or {}).get("selector") or {}
-            if selector.get("app.kubernetes.io/component") == component:
-                return str(service["metadata"]["name"])
-        raise ChartUpError(f"the chart renders no Service for the {component} pods")
+        published = {}
+        for component, port in (("api", self.api_port), ("broadcaster", self.ws_port)):
+            name = services.service_of(self.objects.services, component)
+            if name is None:
+                raise ChartUpError(f"the chart renders no Service for the {component} pods")
+            published[name] = port
+        services.start(
+            self.engine, self.objects.services, [s.pod for s in self.states.values()],
+            folder=self.state_dir / self.name / "services", namespace=self.namespace,
+            label=self.label, network=self.network, image_ref=self.image_ref,
+            published=published,
+        )  # fmt: skip
 
     def _jwt_secret(self) -> str | None:
         """The HS256 secret the API's pods are given (from whichever Secret the render names)."""
@@ -299,7 +215,8 @@ class Release:
             return False
         env = {**self.engine.env, **run.env}
         flags = [f"--env={k}" for k in run.env]  # values through the environment, not argv
-        aliases = [f"--network-alias={a}" for a in self._pod_aliases(pod)]
+        names = services.pod_aliases(pod, self.objects.services, self.namespace)
+        aliases = [f"--network-alias={a}" for a in names]
         self.engine.run(
             "create", "--name", pod.name, "--label", self.label, "--network", self.network,
             *aliases, *run.flags, *flags, run.image, *run.args, env=env,
@@ -368,52 +285,12 @@ class Release:
         state.ready = outcome.passed
         state.last = f"readinessProbe {probes.describe(readiness)}: {outcome.detail}"
 
-    def _psql(self, pod: str, password: str, query: str) -> str | None:
-        """One query as the superuser inside the member's container; None if it failed."""
-        done = self.engine.run(
-            "exec", "--env", "PGPASSWORD", pod, "psql", "-h", "127.0.0.1", "-U", "postgres",
-            "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", query,
-            check=False, timeout=30, env={**self.engine.env, "PGPASSWORD": password},
-        )  # fmt: skip
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    async def _operator_standin(self) -> None:
-        """Bootstrap what the operator provisions, once each cluster's primary answers."""
-        for cluster, members in self._clusters():
-            primary = next(s for s in members if s.pod.labels.get(ROLE_LABEL) == "primary")
-            creds = self.objects.secrets[f"{cluster}-credentials"]
-
-            async def sql(
-                query: str, pod: str = primary.pod.name, password: str = creds["superuser-password"]
-            ) -> str | None:
-                return await asyncio.to_thread(self._psql, pod, password, query)
-
-            async def until(query: str, good: Callable[[str | None], bool]) -> None:
-                while True:
-                    if good(await sql(query)):
-                        return
-                    await asyncio.sleep(0.5)
-
-            await until("SELECT pg_is_in_recovery()", lambda answer: answer == "f")
-            user, password = creds.get("app-username", "leaderboard"), creds["app-password"]
-            database = creds.get("app-database", "leaderboard")
-            await sql(provision.role_sql(user, password))
-            if not await sql(provision.database_exists_sql(database)):
-                await sql(provision.create_database_sql(database, user))
-            self.objects.secrets[f"{cluster}-app"] = provision.app_secret(
-                cluster, self.namespace, user, password, database, tls=self._tls(cluster)
-            )
-            say(f"operator stand-in: {cluster}-app Secret, role and database provisioned")
-            if len(members) > 1:
-                streaming = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
-                await until(streaming, lambda answer: answer not in (None, "0"))
-                await sql(provision.sync_standbys_sql(provision.SYNC_STANDBYS))
-                await sql("SELECT pg_reload_conf()")
-                say(f"operator stand-in: synchronous_standby_names = '{provision.SYNC_STANDBYS}'")
-
     async def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        standin = asyncio.create_task(self._operator_standin())
+        pods = [s.pod for s in self.states.values()]
+        standin = asyncio.create_task(
+            bootstrap.provision_clusters(self.engine, self.docs, self.objects, pods, self.namespace)
+        )
         try:
             while True:
                 for state in self.states.values():
@@ -485,12 +362,13 @@ class Release:
         self._pods()
         for ref in {s.pod.container["image"] for s in self.states.values()} - {self.image_ref}:
             image.ensure_base(self.engine, ref)
+        pods = [s.pod for s in self.states.values()]
         for state in self.states.values():  # a broken spec fails before anything starts
             kubelet.plan(state.pod, Objects(
-                secrets={**self.objects.secrets, **_placeholders(self._clusters())},
+                secrets={**self.objects.secrets, **bootstrap.placeholders(pods)},
                 configmaps=self.objects.configmaps, services=self.objects.services,
             ), image_user="10001", files=self.state_dir / self.name / "dry-run")  # fmt: skip
-        self._label_roles()
+        bootstrap.label_roles(pods)
         self.engine.run("network", "create", "--label", self.label, self.network)
         self._volumes()
         self._start_services()
@@ -518,12 +396,6 @@ class Release:
             },
             "helm_test": tests,
         }
-
-
-def _placeholders(clusters: list[tuple[str, list[PodState]]]) -> dict[str, dict[str, str]]:
-    """The Secrets the operator will create, for the dry run of every pod spec."""
-    keys = ("username", "password", "dbname", "host", "port", "uri")
-    return {f"{cluster}-app": dict.fromkeys(keys, "") for cluster, _ in clusters}
 
 
 def main(argv: list[str] | None = None) -> int:

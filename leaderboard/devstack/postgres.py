@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncpg
 
+from leaderboard import endpoints
 from leaderboard.certs import TlsFiles
 from leaderboard.devstack.process import (
     OsUser,
@@ -110,9 +111,7 @@ class Member:
     @property
     def ssl_query(self) -> str:
         """libpq's TLS parameters for a URI to this member ('' in plaintext mode)."""
-        if self.tls is None:
-            return ""
-        return f"?sslmode=verify-full&sslrootcert={self.tls.ca_cert}"
+        return endpoints.pg_tls_query(self.tls)
 
     @property
     def ssl_env(self) -> dict[str, str]:

@@ -10,12 +10,11 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, ConnectionError
 
-from leaderboard import devsecrets
+from leaderboard import devsecrets, endpoints
 from leaderboard.cache import acl
 from leaderboard.cache.keys import Keys
 from leaderboard.certs import TlsFiles
@@ -48,16 +47,16 @@ class RedisServer:
 
     def url_for(self, user: str) -> str:
         """The URL a component connects with (plaintext mode: everyone is ``default``)."""
-        if self.tls is None:
-            return f"redis://{self.host}:{self.port}/0"
-        password = quote(self.password(user), safe="")
-        return (
-            f"rediss://{user}:{password}@{self.host}:{self.port}/0"
-            f"?ssl_ca_certs={quote(str(self.tls.ca_cert))}"
+        return endpoints.local_redis_url(
+            self.host, self.port, self.run_dir, user=user, tls=self.tls is not None
         )
 
+    @property
+    def run_dir(self) -> Path:
+        return self.base_dir.parent
+
     def password(self, user: str) -> str:
-        return devsecrets.read_or_create(self.base_dir.parent / f"redis-{user}-password")
+        return devsecrets.read_or_create(devsecrets.redis_password_path(self.run_dir, user))
 
     def _tls_args(self) -> list[str | Path]:
         if self.tls is None:

@@ -23,9 +23,8 @@ from typing import Any
 
 import asyncpg
 
-from leaderboard import devsecrets
+from leaderboard import devsecrets, endpoints
 from leaderboard.cache.keys import Keys
-from leaderboard.certs import TlsFiles
 from leaderboard.config import Settings
 from leaderboard.db.migrate import migrate
 from leaderboard.db.sql import ident, literal
@@ -85,7 +84,7 @@ class Stack:
         self.pg_os_user = OsUser.for_postgres()
         # TLS mode: one CA and one certificate for the stack's address, shared by every member
         # and by Redis (all listen on the same host).
-        self.tls = TlsFiles(run_dir / "tls") if layout.tls else None
+        self.tls = endpoints.local_tls(run_dir) if layout.tls else None
         self.members = [
             Member(
                 name=f"member{i}",
@@ -159,7 +158,7 @@ class Stack:
     def services_database_url(self) -> str:
         """Every member, ``target_session_attrs=read-write``: services follow the primary."""
         hosts = ",".join(f"{m.host}:{m.port}" for m in self.members)
-        tls = self.members[0].ssl_query.replace("?", "&")
+        tls = endpoints.pg_tls_query(self.tls, "&")
         return (
             f"postgresql://{self.layout.pg_user}:{self.app_password}@{hosts}/"
             f"{self.layout.pg_database}?target_session_attrs=read-write{tls}"

@@ -4,6 +4,7 @@ each component's Redis user can do its job and nothing more, replication runs ov
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import subprocess
 import sys
@@ -93,6 +94,64 @@ async def test_a_certificate_from_another_ca_is_refused(
             await client.ping()
     finally:
         await client.aclose()
+
+
+async def test_a_redis_that_asks_for_a_client_certificate_gets_the_urls_one(
+    tls_stack: Stack,
+) -> None:
+    """`ssl_certfile`/`ssl_keyfile` in the URL (a provider that authenticates clients by
+    certificate): without them the handshake fails, with them the hot path answers."""
+    from leaderboard.devstack.redis import find_redis_server
+
+    assert tls_stack.tls is not None
+    files, port = tls_stack.tls, free_ports(1)[0]
+    server = await asyncio.create_subprocess_exec(
+        find_redis_server(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+        "--save", "", "--tls-cert-file", str(files.server_cert),
+        "--tls-key-file", str(files.server_key), "--tls-ca-cert-file", str(files.ca_cert),
+        "--tls-auth-clients", "yes",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    ca = quote(str(files.ca_cert))
+    bare = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+    with_cert = (
+        f"{bare}&ssl_certfile={quote(str(files.server_cert))}"
+        f"&ssl_keyfile={quote(str(files.server_key))}"
+    )
+    try:
+
+        async def answers() -> bool:
+            pipe = RedisPipe(with_cert, timeout=2)
+            try:
+                return bool(await pipe.execute("PING") == b"PONG")
+            except (rex.ConnectionError, rex.TimeoutError):
+                return False  # not listening yet
+            finally:
+                await pipe.close()
+
+        await eventually(answers, timeout=10)
+        pipe = RedisPipe(bare, timeout=2)
+        try:
+            with pytest.raises((rex.ConnectionError, rex.TimeoutError)):
+                await pipe.execute("PING")
+        finally:
+            await pipe.close()
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+def test_a_service_started_by_hand_in_tls_mode_finds_the_stack(tls_stack: Stack) -> None:
+    """`LEADERBOARD_TLS=true leaderboard api` with no URLs: the same URLs the stack gives."""
+    from leaderboard import endpoints
+    from leaderboard.config import Settings
+
+    settings = Settings(
+        run_dir=tls_stack.run_dir, tls=True, redis_port=tls_stack.redis.port,
+        pg_port=tls_stack.members[0].port, pg_members=len(tls_stack.members),
+    )  # fmt: skip
+    assert endpoints.redis_url(settings, "api") == tls_stack.redis.url_for("api")
+    assert endpoints.database_url(settings) == tls_stack.services_database_url()
 
 
 async def test_wrong_or_missing_passwords_are_refused(tls_stack: Stack) -> None:
@@ -308,7 +367,6 @@ def test_the_tls_folder_keeps_the_key_private(tls_stack: Stack) -> None:
 def test_tls_mode_end_to_end_with_a_failover_drill(run_dir: Path) -> None:
     """`LEADERBOARD_TLS=true leaderboard up`: completions, a broadcast and a failover drill
     pass; the URLs it prints are TLS ones; no port answers in plaintext."""
-    import asyncio
     import json
 
     from websockets.sync.client import connect
