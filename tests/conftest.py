@@ -40,11 +40,13 @@ def run_dir() -> Iterator[Path]:
 
 
 @asynccontextmanager
-async def own_cluster(prefix: str, *, tls: bool = False) -> AsyncIterator[Stack]:
+async def own_cluster(
+    prefix: str, *, tls: bool = False, members: int = 2
+) -> AsyncIterator[Stack]:
     """A PostgreSQL primary + synchronous standby and a Redis, started and always removed
     (``tls``: the stack's TLS mode, every connection encrypted and authenticated)."""
     root = _traversable_tmpdir(prefix)
-    cluster = Stack.from_settings(test_settings(root / "run", tls=tls))
+    cluster = Stack.from_settings(test_settings(root / "run", members, tls=tls))
     try:
         await cluster.start()
         yield cluster

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leaderboard import metrics
+
+# Starlette path converters stay out of the route label (dashboards name the template).
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
 
 
 class MetricsMiddleware:
@@ -39,9 +43,10 @@ class MetricsMiddleware:
             key = (path, scope["method"], status)
             children = self._children.get(key)
             if children is None:
+                label = _CONVERTER.sub(r"{\1}", path)  # {userId:userid} -> {userId}
                 children = (
-                    metrics.HTTP_REQUESTS.labels(path, key[1], str(status)),
-                    metrics.HTTP_LATENCY.labels(path, key[1]),
+                    metrics.HTTP_REQUESTS.labels(label, key[1], str(status)),
+                    metrics.HTTP_LATENCY.labels(label, key[1]),
                 )
                 self._children[key] = children
             children[0].inc()

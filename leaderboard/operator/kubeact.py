@@ -18,6 +18,7 @@ from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Pod, Secret, Service
 from lightkube.types import PatchType
 
+from leaderboard.db.sql import literal
 from leaderboard.operator import metrics, provision
 from leaderboard.operator.decide import (
     Action,
@@ -178,8 +179,11 @@ class Act(Observe, Publish):
         self, cr: Any, name: str, old: str | None, cluster: Cluster, kind: str | None = None
     ) -> None:
         pods = await self._pods()
+        detached: dict[str, str] = {}
         if old is not None:
             await self._fence(cr, old, pods)
+            detached = await self._detach_standbys(cluster, old)
+            name = await self._best_detached(cr, name, detached, cluster)
         await self._status({"targetPrimary": name, "phase": "FailingOver"})
         promoted = await self._sql(name, "SELECT pg_promote(true, 30)", timeout=35)
         if not promoted or not promoted[0][0]:
@@ -207,9 +211,71 @@ class Act(Observe, Publish):
         for other in cluster.members:
             if other.name not in (name, old) and other.reachable:
                 try:
-                    await self._repoint(other.name)
+                    if other.name in detached:  # its next connection goes to the new primary
+                        await self._alter_conninfo(other.name, detached[other.name])
+                    else:
+                        await self._repoint(other.name)
                 except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                     await self._event(cr, "ActionFailed", f"re-point {other.name}: {exc}", True)
+
+    # -- detaching the standbys from a primary that may still run
+
+    async def _detach_standbys(self, cluster: Cluster, old: str) -> dict[str, str]:
+        """Stop replication from the old primary on every replica that answers, and return
+        their ``primary_conninfo`` to restore afterwards.
+
+        Deleting the old primary's pod does not stop its postgres when its node is cut off
+        (a partition, a kubelet that cannot be reached), and its clients may still reach it,
+        directly or on connections opened before the -rw Service moved. As long as one
+        standby streams from it, it acknowledges their writes, and those the new primary did
+        not receive would be lost. With ``primary_conninfo`` empty a standby's walreceiver
+        stops and does not come back (routing may lag, but this does not depend on it): the
+        old primary can no longer acknowledge anything, and the standbys' received positions
+        stop moving, so the new primary is chosen on final figures."""
+        detached: dict[str, str] = {}
+        for member in cluster.members:
+            if member.name == old or not (member.reachable and member.role == "replica"):
+                continue
+            try:
+                rows = await self._sql(member.name, "SELECT current_setting('primary_conninfo')")
+                await self._alter_conninfo(member.name, "")
+                detached[member.name] = str(rows[0][0])
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("%s: could not detach %s from %s: %s", self.key, member.name, old, exc)
+        deadline = time.monotonic() + 5.0
+        for name in detached:  # the walreceiver exits on the reload: wait until it has
+            while time.monotonic() < deadline:
+                rows = await self._sql(name, "SELECT count(*) FROM pg_stat_wal_receiver")
+                if not rows[0][0]:
+                    break
+                await asyncio.sleep(0.05)
+        return detached
+
+    async def _best_detached(
+        self, cr: Any, chosen: str, detached: dict[str, str], cluster: Cluster
+    ) -> str:
+        """The decision's target, unless another candidate received more while the old
+        primary went on streaming after the probes that chose it."""
+        allowed = cluster.sync_candidates if cluster.durability == "required" else None
+        received: dict[str, int] = {}
+        for name in detached:
+            if allowed is not None and name not in allowed:
+                continue
+            rows = await self._sql(name, "SELECT pg_last_wal_receive_lsn()::text")
+            received[name] = parse_lsn(rows[0][0]) if rows and rows[0][0] else 0
+        if not received or chosen not in received:
+            return chosen
+        best = max(received, key=lambda n: (received[n], n == chosen))
+        if best != chosen:
+            await self._event(
+                cr, "Promote", f"promoting {best} instead of {chosen}: it received more "
+                f"({received[best]:X} > {received[chosen]:X}) after the decision", warning=True,
+            )  # fmt: skip
+        return best
+
+    async def _alter_conninfo(self, name: str, conninfo: str) -> None:
+        await self._sql(name, f"ALTER SYSTEM SET primary_conninfo = {literal(conninfo)}")
+        await self._sql(name, "SELECT pg_reload_conf()")
 
     async def _switchover(
         self, cr: Any, name: str, old: str, pods: list[Pod], cluster: Cluster

@@ -6,9 +6,10 @@ import asyncio
 import itertools
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
@@ -240,3 +241,20 @@ async def test_an_empty_board_has_a_published_state_that_the_first_change_follow
     assert [(m["seq"], [e["userId"] for e in m["top"]]) for m in messages] == [
         (state["seq"] + 1, ["first-ever"])
     ]
+
+
+@pytest.mark.parametrize("suffix", ["a/b", "auth0|abc", "ünïcødé 名前", "a%2Fb", "x/../y"])
+async def test_any_user_id_a_token_carries_reads_back(
+    api: Api, new_user: Callable[[], str], suffix: str
+) -> None:
+    """A `sub` with `/`, `|`, spaces or non-ASCII: acknowledged, then readable by its id
+    (percent-encoded in the path, as any client library sends it)."""
+    from urllib.parse import quote
+
+    user = f"{new_user()}-{suffix}"
+    done = await api.complete(user, "verify-email")
+    assert done.status_code == 200, done.text
+    assert done.json()["userId"] == user
+    me = await api.client.get(f"/api/leaderboard/users/{quote(user, safe='')}")
+    assert me.status_code == 200, me.text
+    assert me.json()["userId"] == user and me.json()["score"] == 10

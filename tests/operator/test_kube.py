@@ -36,6 +36,7 @@ from leaderboard.devstack.postgres import Member
 from leaderboard.devstack.stack import Stack
 from leaderboard.operator import kube
 from leaderboard.operator.kube import KubeOperator
+from leaderboard.operator.kubeshell import Address
 from tests.conftest import own_cluster
 from tests.operator.kubemock import Emulator
 from tests.support import eventually
@@ -150,7 +151,8 @@ class World:
 
         self.statefulset = asyncio.create_task(loop())
 
-    def start(self, identity: str) -> Instance:
+    def start(self, identity: str, address: Address | None = None) -> Instance:
+        """An operator instance; ``address``: how it reaches pods (a partition cuts some)."""
         instance = Instance(identity)
 
         async def operate() -> None:
@@ -163,6 +165,8 @@ class World:
                 return kopf.ConnectionInfo(server=self.url)
 
             memo = kopf.Memo(client=client, identity=identity, operators=instance.operators)
+            if address is not None:
+                memo.address = address
             try:
                 await kopf.operator(
                     registry=registry, memo=memo, clusterwide=True, standalone=True,
@@ -251,8 +255,12 @@ async def world_tls() -> AsyncIterator[World]:
 
 
 @contextlib.asynccontextmanager
-async def _world(*, tls: bool) -> AsyncIterator[World]:
-    async with own_cluster("lb-kube-", tls=tls) as stack, Emulator() as k8s, Server(k8s) as server:
+async def _world(*, tls: bool = False, members: int = 2) -> AsyncIterator[World]:
+    async with (
+        own_cluster("lb-kube-", tls=tls, members=members) as stack,
+        Emulator() as k8s,
+        Server(k8s) as server,
+    ):
         with warnings.catch_warnings():  # kmock 0.8 reads it with a deprecated importlib call
             warnings.simplefilter("ignore", DeprecationWarning)
             k8s.resources.load_bundled()
@@ -262,7 +270,7 @@ async def _world(*, tls: bool) -> AsyncIterator[World]:
         }  # fmt: skip
         k8s.objects["v1/secrets", NS, "pg-credentials"] = _secret(stack)
         spec: dict[str, Any] = {
-            "instances": 2, "durability": "required", "probe": {"intervalSeconds": 0.3},
+            "instances": members, "durability": "required", "probe": {"intervalSeconds": 0.3},
         }  # fmt: skip
         if stack.tls is not None:
             spec["tls"] = {"secretName": "pg-tls"}
@@ -280,8 +288,8 @@ async def _world(*, tls: bool) -> AsyncIterator[World]:
                 "data": {"ca.crt": ca},
             }  # fmt: skip
         w = World(k8s=k8s, url=str(server.url).rstrip("/"), stack=stack)
-        w.add_pod("member0")
-        w.add_pod("member1")
+        for member in stack.members:
+            w.add_pod(member.name)
         try:
             yield w
         finally:

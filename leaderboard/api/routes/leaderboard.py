@@ -5,11 +5,29 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from leaderboard.api.deps import ServicesDep
 from leaderboard.api.schemas import TopResponse, UserResponse, errors
 
 router = APIRouter()
+
+
+class _UserId(Convertor[str]):
+    """A user id is whatever `sub` a token carries: `/` (`a/b`) and any other character
+    included. Starlette's `path` convertor is `.*`, which lets a trailing newline through as
+    an empty id; this one takes every character."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("userid", _UserId())
 
 
 @router.get("/api/leaderboard", response_model=TopResponse, responses=errors(503))
@@ -20,7 +38,9 @@ async def top10(svc: ServicesDep) -> Response:
 
 
 @router.get(
-    "/api/leaderboard/users/{userId}", response_model=UserResponse, responses=errors(404, 503)
+    "/api/leaderboard/users/{userId:userid}",
+    response_model=UserResponse,
+    responses=errors(404, 503),
 )
 async def user_rank(
     svc: ServicesDep,
