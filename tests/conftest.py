@@ -40,9 +40,7 @@ def run_dir() -> Iterator[Path]:
 
 
 @asynccontextmanager
-async def own_cluster(
-    prefix: str, *, tls: bool = False, members: int = 2
-) -> AsyncIterator[Stack]:
+async def own_cluster(prefix: str, *, tls: bool = False, members: int = 2) -> AsyncIterator[Stack]:
     """A PostgreSQL primary + synchronous standby and a Redis, started and always removed
     (``tls``: the stack's TLS mode, every connection encrypted and authenticated)."""
     root = _traversable_tmpdir(prefix)
