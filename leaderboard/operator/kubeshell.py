@@ -77,7 +77,7 @@ class Shell:
         name: str,
         identity: str,
         address: Address = pod_address,
-        lease_s: int = 15,
+        lease_s: int = 10,
     ) -> None:
         self.client = client
         self.namespace = namespace

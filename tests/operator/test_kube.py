@@ -151,18 +151,22 @@ class World:
 
         self.statefulset = asyncio.create_task(loop())
 
-    def start(self, identity: str, address: Address | None = None) -> Instance:
-        """An operator instance; ``address``: how it reaches pods (a partition cuts some)."""
+    def start(
+        self, identity: str, address: Address | None = None, url: str | None = None
+    ) -> Instance:
+        """An operator instance; ``address``: how it reaches pods (a partition cuts some);
+        ``url``: its way to the API server (a proxy its node loss cuts)."""
         instance = Instance(identity)
+        server = url or self.url
 
         async def operate() -> None:
-            client = AsyncClient(KubeConfig.from_one(cluster=Cluster(server=self.url), user=User()))
+            client = AsyncClient(KubeConfig.from_one(cluster=Cluster(server=server), user=User()))
             registry = kopf.OperatorRegistry()
             kube.register(registry)
 
             @kopf.on.login(registry=registry)
             def login(**_: Any) -> kopf.ConnectionInfo:
-                return kopf.ConnectionInfo(server=self.url)
+                return kopf.ConnectionInfo(server=server)
 
             memo = kopf.Memo(client=client, identity=identity, operators=instance.operators)
             if address is not None:

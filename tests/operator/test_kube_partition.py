@@ -23,6 +23,7 @@ from lightkube.resources.core_v1 import Pod
 
 from leaderboard.operator import kube
 from leaderboard.operator.kubeshell import name_of
+from tests.operator.netproxy import Proxy
 from tests.operator.test_kube import World, _world, until
 from tests.support import eventually, free_ports
 
@@ -35,52 +36,19 @@ async def world3() -> AsyncIterator[World]:
         yield w
 
 
-class RwService:
+def rw_service(world: World) -> Proxy:
     """``pg-rw`` as kube-proxy routes it (see the module's docstring)."""
 
-    def __init__(self, world: World) -> None:
-        self.world = world
-        self.port = free_ports(1)[0]
-        self.connections: list[str] = []  # the member each connection went to
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> RwService:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    def _primary_port(self) -> tuple[str, int] | None:
-        for member in self.world.stack.members:
-            if self.world.role(member.name) == "primary":
-                return member.name, member.port
+    def primary() -> tuple[str, int] | None:
+        for member in world.stack.members:
+            if world.role(member.name) == "primary":
+                return "127.0.0.1", member.port
         return None  # no endpoints: refused
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        target = self._primary_port()
-        if target is None:
-            writer.close()
-            return
-        self.connections.append(target[0])
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target[1])
-        except OSError:
-            writer.close()
-            return
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+    return Proxy(primary)
 
 
-async def _stream_through(world: World, rw: RwService, name: str) -> None:
+async def _stream_through(world: World, rw: Proxy, name: str) -> None:
     """Point a replica at the -rw Service (what pg-member.sh writes in a pod)."""
     member = world.member(name)
     password = world.stack.superuser_password
@@ -120,12 +88,13 @@ async def test_a_partitioned_primary_loses_no_acknowledged_write_with_a_second_s
     await until(world, lambda: world.status.get("phase") == "Healthy", timeout=30, what="adopt")
     assert world.status["currentPrimary"] == "member0"
 
-    async with RwService(world) as rw:
+    async with rw_service(world) as rw:
         for name in ("member1", "member2"):
             await _stream_through(world, rw, name)
 
         async def both_through_the_service() -> bool:
-            through = set(rw.connections) == {"member0"} and len(rw.connections) >= 2
+            member0 = ("127.0.0.1", world.member("member0").port)
+            through = set(rw.connections) == {member0} and len(rw.connections) >= 2
             return through and await _streaming(world, "member0") == {"member1", "member2"}
 
         await eventually(both_through_the_service, timeout=30, interval=0.2)
