@@ -170,3 +170,57 @@ def _true(value: bool) -> asyncio.Future[bool]:
 
 async def _contains(world: World, primary: str, names: set[str]) -> bool:
     return names <= await _streaming(world, primary)
+
+
+async def test_a_primary_cut_from_its_standbys_acknowledges_nothing_until_healed(
+    world3: World,
+) -> None:
+    """The other shape: the primary's clients and the operator still reach it, its standbys
+    do not (their replication goes through the -rw Service, which the partition severs).
+    Under `durability: required` its commits wait: nothing is acknowledged that a standby
+    lacks, no promotion happens (the primary is alive), and writes resume once healed."""
+    world = world3
+    operator = world.start("operator-s")
+    await until(world, lambda: world.status.get("phase") == "Healthy", timeout=30, what="adopt")
+    async with rw_service(world) as rw:
+        for name in ("member1", "member2"):
+            await _stream_through(world, rw, name)
+        member0 = ("127.0.0.1", world.member("member0").port)
+
+        async def through_the_service() -> bool:
+            return len([c for c in rw.connections if c == member0]) >= 2 and await _streaming(
+                world, "member0"
+            ) == {"member1", "member2"}
+
+        await eventually(through_the_service, timeout=30, interval=0.2)
+        password = world.stack.superuser_password
+        client = await world.member("member0").connect(password, timeout=5)
+        await client.execute("CREATE TABLE cut (id bigint PRIMARY KEY)")
+        rw.sever()  # replication is cut; the client's own connection is not
+        await eventually(lambda: _empty(world), timeout=15, interval=0.2)
+        with pytest.raises(TimeoutError):  # committed locally, never acknowledged
+            await client.execute("INSERT INTO cut VALUES (1)", timeout=2.0)
+        client.terminate()
+        rounds = operator.operators[0].rounds
+        await until(world, lambda: operator.operators[0].rounds >= rounds + 10, timeout=30,
+                    what="10 operator rounds")  # fmt: skip
+        assert world.status["currentPrimary"] == "member0"  # alive: no promotion
+        assert world.status.get("failoverCount", 0) == 0
+        rw.heal()
+
+        async def writes_again() -> bool:
+            conn = await world.member("member0").connect(password, timeout=5)
+            try:
+                await conn.execute("INSERT INTO cut VALUES (2) ON CONFLICT DO NOTHING", timeout=2.0)
+                return True
+            except TimeoutError:
+                return False
+            finally:
+                conn.terminate()
+
+        await eventually(writes_again, timeout=60, interval=0.5)
+    await world.stop(operator)
+
+
+async def _empty(world: World) -> bool:
+    return await _streaming(world, "member0") == set()
