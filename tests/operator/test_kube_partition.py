@@ -224,3 +224,65 @@ async def test_a_primary_cut_from_its_standbys_acknowledges_nothing_until_healed
 
 async def _empty(world: World) -> bool:
     return await _streaming(world, "member0") == set()
+
+
+async def test_a_fully_partitioned_primary_is_replaced_and_acknowledges_nothing_after(
+    world3: World,
+) -> None:
+    """The third shape: the primary's node is cut off from everything but a client on that
+    node. The operator fails over (the probes time out), the old primary's commits find no
+    standby, and every write acknowledged before the cut is on the new primary."""
+    world = world3
+    cut: set[str] = set()
+    dead = free_ports(1)[0]
+
+    def address(pod: Pod) -> tuple[str, int] | None:
+        return ("127.0.0.1", dead) if name_of(pod) in cut else kube.pod_address(pod)
+
+    operator = world.start("operator-f", address=address)
+    await until(world, lambda: world.status.get("phase") == "Healthy", timeout=30, what="adopt")
+    async with rw_service(world) as rw:
+        for name in ("member1", "member2"):
+            await _stream_through(world, rw, name)
+        member0 = ("127.0.0.1", world.member("member0").port)
+
+        async def through_the_service() -> bool:
+            return len([c for c in rw.connections if c == member0]) >= 2 and await _streaming(
+                world, "member0"
+            ) == {"member1", "member2"}
+
+        await eventually(through_the_service, timeout=30, interval=0.2)
+        password = world.stack.superuser_password
+        client = await world.member("member0").connect(password, timeout=5)
+        await client.execute("CREATE TABLE full_cut (id bigint PRIMARY KEY)")
+        acked: list[tuple[int, float]] = []
+        for i in range(50):
+            await client.execute("INSERT INTO full_cut VALUES ($1)", i)
+            acked.append((i, time.monotonic()))
+        cut_at = time.monotonic()
+        cut.add("member0")  # the operator loses it...
+        rw.sever()  # ...and so do its standbys (the Service's connections are cut)
+        for i in range(50, 60):  # its own client goes on
+            try:
+                await client.execute("INSERT INTO full_cut VALUES ($1)", i, timeout=1.0)
+                acked.append((i, time.monotonic()))
+            except TimeoutError:
+                break
+        client.terminate()
+        await until(
+            world,
+            lambda: world.status.get("currentPrimary") in ("member1", "member2"),
+            timeout=30,
+            what="the failover",
+        )
+        rw.heal()  # the Service now leads to the new primary, never to the cut-off member0
+        new_primary = world.status["currentPrimary"]
+        survivor = await world.member(new_primary).connect(password)
+        try:
+            present = {r["id"] for r in await survivor.fetch("SELECT id FROM full_cut")}
+        finally:
+            await survivor.close()
+        assert [i for i, at in acked if at > cut_at] == []  # no standby: nothing acknowledged
+        assert {i for i, _ in acked} <= present
+    world.member("member0").kill()
+    await world.stop(operator)
