@@ -211,8 +211,9 @@ class Act(Observe, Publish):
         for other in cluster.members:
             if other.name not in (name, old) and other.reachable:
                 try:
-                    if other.name in detached:  # its next connection goes to the new primary
+                    if detached.get(other.name):  # its next connection goes to the new primary
                         await self._alter_conninfo(other.name, detached[other.name])
+                        self.saved_conninfo.pop(other.name, None)
                     else:
                         await self._repoint(other.name)
                 except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -238,8 +239,10 @@ class Act(Observe, Publish):
                 continue
             try:
                 rows = await self._sql(member.name, "SELECT current_setting('primary_conninfo')")
+                if rows[0][0]:  # a retry after a failed promotion finds it empty already
+                    self.saved_conninfo[member.name] = str(rows[0][0])
                 await self._alter_conninfo(member.name, "")
-                detached[member.name] = str(rows[0][0])
+                detached[member.name] = self.saved_conninfo.get(member.name, "")
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("%s: could not detach %s from %s: %s", self.key, member.name, old, exc)
         deadline = time.monotonic() + 5.0

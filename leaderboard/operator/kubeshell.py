@@ -101,6 +101,8 @@ class Shell:
         self._last_status: dict[str, Any] = {}
         self._password: str | None = None
         self._tls: ssl.SSLContext | None = None  # spec.tls: the members' CA
+        # primary_conninfo of the replicas detached for a promotion, until it is given back
+        self.saved_conninfo: dict[str, str] = {}
         self._tls_secret: str | None = None
         self._adopted = False
         self._provisioned = False  # the -rw/-ro Services, the app's role and its Secret

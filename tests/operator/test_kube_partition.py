@@ -19,12 +19,18 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 import pytest_asyncio
+from lightkube import AsyncClient, KubeConfig
+from lightkube.config.models import Cluster as ApiCluster
+from lightkube.config.models import User
 from lightkube.resources.core_v1 import Pod
 
 from leaderboard.operator import kube
+from leaderboard.operator.decide import Cluster
+from leaderboard.operator.decide import Member as DecideMember
+from leaderboard.operator.kube import KubeOperator
 from leaderboard.operator.kubeshell import name_of
 from tests.operator.netproxy import Proxy
-from tests.operator.test_kube import World, _world, until
+from tests.operator.test_kube import NS, World, _world, until
 from tests.support import eventually, free_ports
 
 pytestmark = pytest.mark.slow
@@ -286,3 +292,29 @@ async def test_a_fully_partitioned_primary_is_replaced_and_acknowledges_nothing_
         assert {i for i, _ in acked} <= present
     world.member("member0").kill()
     await world.stop(operator)
+
+
+async def test_detaching_twice_keeps_what_to_give_back(world3: World) -> None:
+    """A promotion that fails after the standbys were detached is retried: the second detach
+    finds `primary_conninfo` empty and must still give the first value back."""
+    world = world3
+    client = AsyncClient(KubeConfig.from_one(cluster=ApiCluster(server=world.url), user=User()))
+    shell = KubeOperator(client, namespace=NS, name="pg", identity="operator-d")
+    cluster = Cluster(
+        members=tuple(
+            DecideMember(m.name, reachable=True, role="replica" if m.name != "member0" else None)
+            for m in world.stack.members
+        ),
+        primary="member0",
+    )
+    try:
+        first = await shell._detach_standbys(cluster, "member0")
+        second = await shell._detach_standbys(cluster, "member0")
+        assert set(first) == {"member1", "member2"}
+        assert second == first and all("application_name=" in v for v in first.values())
+        assert await _streaming(world, "member0") == set()  # detached: nothing streams
+        for name, conninfo in first.items():
+            await shell._alter_conninfo(name, conninfo)
+    finally:
+        await client.close()
+    await eventually(lambda: _contains(world, "member0", {"member1", "member2"}), timeout=30)
