@@ -112,6 +112,8 @@ def test_a_managed_postgresql_deploys_no_cluster_and_no_operator(chart: Chart) -
     ca = _named(docs, "ConfigMap", f"{FULL}-postgres-ca")
     assert ca["data"]["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
     # a URI given inline becomes the chart's own Secret
+    assert not [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == f"{FULL}-tls"]
+    assert "/etc/leaderboard/tls" not in _mounts(api)  # no server of ours to verify
     inline = render(chart, {"postgres": {"external": {"uri": "postgresql://u:p@db.example/lb"}}})
     secret = _named(inline, "Secret", f"{FULL}-database")
     assert secret["stringData"]["uri"] == "postgresql://u:p@db.example/lb"

@@ -73,6 +73,12 @@ topologySpreadConstraints:
 {{- default (printf "%s-tls" (include "lb.fullname" .)) .Values.tls.existingSecret -}}
 {{- end -}}
 
+{{/* TLS for servers of the chart's own (its Redis, its PostgreSQL members): with managed
+     services only, there is nothing to issue a certificate for. */}}
+{{- define "lb.ownTls" -}}
+{{- if and .Values.tls.enabled (or .Values.redis.enabled (include "lb.managedPostgres" .)) -}}true{{- end -}}
+{{- end -}}
+
 {{/* Where the components find the CA (one file of the TLS Secret, mounted read-only). */}}
 {{- define "lb.caPath" -}}/etc/leaderboard/tls/ca.crt{{- end -}}
 
@@ -144,7 +150,7 @@ topologySpreadConstraints:
 {{- end -}}
 
 {{- define "lb.caVolumeMounts" -}}
-{{- if .Values.tls.enabled }}
+{{- if include "lb.ownTls" . }}
 - {name: ca, mountPath: /etc/leaderboard/tls, readOnly: true}
 {{- end }}
 {{- if .Values.postgres.external.caCert }}
@@ -153,7 +159,7 @@ topologySpreadConstraints:
 {{- end -}}
 
 {{- define "lb.caVolumes" -}}
-{{- if .Values.tls.enabled }}
+{{- if include "lb.ownTls" . }}
 - name: ca
   secret:
     secretName: {{ include "lb.tlsSecret" . }}
