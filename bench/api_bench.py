@@ -192,6 +192,15 @@ def best(runs: list[dict[str, float]]) -> dict[str, float]:
     return max(runs, key=lambda r: r["rps"])
 
 
+def write_tokens(stack: Stack, settings: Settings, prefix: str, count: int) -> Path:
+    """A file of one token per line for wrk's completion script: fresh users for every run
+    (each completes once), so every completion is a first one."""
+    path = stack.run_dir / f"tokens-{prefix}.txt"
+    users = (f"{prefix}-{i}" for i in range(count))
+    path.write_text("\n".join(auth.mint(settings, u) for u in users) + "\n")
+    return path
+
+
 def seed_scores(stack: Stack, users: int = 5000) -> None:
     """Give the read path a realistic sorted set (and let the API rebuild it from PostgreSQL)."""
 
@@ -370,9 +379,7 @@ def main() -> int:
         pg_runs, one_row_runs, api_runs = [], [], []
         cpu_before = worker_cpu(stack)
         for round_ in range(args.rounds):
-            tokens = stack.run_dir / f"tokens-{round_}.txt"  # fresh users for every run
-            users = (f"b{round_}-{i}" for i in range((d + warm) * 9_000))
-            tokens.write_text("\n".join(auth.mint(settings, u) for u in users) + "\n")
+            tokens = write_tokens(stack, settings, f"b{round_}", (d + warm) * 9_000)
             print(f"pgbench: award transaction, {args.pgbench_clients} clients, {d} s")
             run_pgbench(stack, args.pgbench_clients, warm)
             result, cpu = measure_cpu(partial(run_pgbench, stack, args.pgbench_clients, d))
@@ -393,9 +400,7 @@ def main() -> int:
         spent = [after - cpu_before.get(pid, 0.0) for pid, after in worker_cpu(stack).items()]
         results["api_worker_cpu_s"] = [round(x, 1) for x in spent if x >= 0.1]
         if args.profile:
-            tokens = stack.run_dir / "tokens-profile.txt"
-            users = (f"p-{i}" for i in range((d + warm) * 9_000))
-            tokens.write_text("\n".join(auth.mint(settings, u) for u in users) + "\n")
+            tokens = write_tokens(stack, settings, "p", (d + warm) * 9_000)
             profile_writes(stack, list(worker_cpu(stack)), d, lambda: run_wrk(
                 api, args.connections, d + warm, [lua, str(tokens), "1"]
             ))  # fmt: skip
@@ -463,9 +468,7 @@ def measure_tls(args: argparse.Namespace) -> dict[str, Any]:
             print(f"tls api: GET /api/leaderboard, {args.connections} connections, {d} s")
             run_wrk(api + "/api/leaderboard", args.connections, warm)
             top_runs.append(run_wrk(api + "/api/leaderboard", args.connections, d))
-            tokens = stack.run_dir / f"tokens-{round_}.txt"
-            users = (f"t{round_}-{i}" for i in range((d + warm) * 9_000))
-            tokens.write_text("\n".join(auth.mint(settings, u) for u in users) + "\n")
+            tokens = write_tokens(stack, settings, f"t{round_}", (d + warm) * 9_000)
             print(f"tls pgbench: award transaction, {args.pgbench_clients} clients, {d} s")
             run_pgbench(stack, args.pgbench_clients, warm)
             result, cpu = measure_cpu(partial(run_pgbench, stack, args.pgbench_clients, d))

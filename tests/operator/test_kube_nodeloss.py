@@ -13,27 +13,21 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from lightkube.resources.core_v1 import Pod
 
 from leaderboard.operator import kube
 from tests.operator.netproxy import Proxy
-from tests.operator.test_kube import World, _world, until
-from tests.operator.test_kube_partition import _stream_through, _streaming, rw_service
+from tests.operator.test_kube import World, until
+from tests.operator.test_kube_partition import replicas_through, rw_service, world3
+
+__all__ = ["world3"]  # the fixture
 from tests.support import eventually, free_ports
 
 pytestmark = pytest.mark.slow
-
-
-@pytest_asyncio.fixture
-async def world3() -> AsyncIterator[World]:
-    async with _world(members=3) as w:
-        yield w
 
 
 async def test_a_lost_node_with_the_primary_and_the_active_operator(world3: World) -> None:
@@ -62,13 +56,7 @@ async def test_a_lost_node_with_the_primary_and_the_active_operator(world3: Worl
             timeout=30,
             what="a healthy cluster with two synchronous candidates",
         )
-        for name in ("member1", "member2"):  # as pg-member.sh does: through the Service
-            await _stream_through(world, rw, name)
-
-        async def both_stream() -> bool:
-            return await _streaming(world, "member0") == {"member1", "member2"}
-
-        await eventually(both_stream, timeout=30, interval=0.2)
+        await replicas_through(world, rw)  # as pg-member.sh does: through the Service
         password = world.stack.superuser_password
         setup = await world.member("member0").connect(password)
         await setup.execute("CREATE TABLE nodeloss (id bigint PRIMARY KEY)")
@@ -99,7 +87,11 @@ async def test_a_lost_node_with_the_primary_and_the_active_operator(world3: Worl
                 conn.terminate()
 
         writer = asyncio.create_task(write())
-        await eventually(lambda: _ready(len(acked) > 50), timeout=10)
+
+        async def acknowledged(after: float = 0.0, count: int = 50) -> bool:
+            return sum(at > after for _, at in acked) > count
+
+        await eventually(acknowledged, timeout=10)
 
         lost_at = time.monotonic()
         node_down = True  # node 1 dies: operator-a is cut off from everything...
@@ -115,7 +107,7 @@ async def test_a_lost_node_with_the_primary_and_the_active_operator(world3: Worl
             what="operator-b to take over and fail over",
         )
         promoted_at = time.monotonic()
-        await eventually(lambda: _ready(sum(at > promoted_at for _, at in acked) >= 20), timeout=30)
+        await eventually(lambda: acknowledged(promoted_at, 19), timeout=30)
         stop.set()
         await asyncio.wait_for(writer, 10)
 
@@ -135,9 +127,3 @@ async def test_a_lost_node_with_the_primary_and_the_active_operator(world3: Worl
         with contextlib.suppress(AssertionError):
             await world.stop(a)
         await world.stop(b)
-
-
-def _ready(value: bool) -> asyncio.Future[bool]:
-    future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future

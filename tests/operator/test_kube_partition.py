@@ -69,6 +69,19 @@ async def _stream_through(world: World, rw: Proxy, name: str) -> None:
         await conn.close()
 
 
+async def replicas_through(world: World, rw: Proxy) -> None:
+    """member1 and member2 stream from member0 through the -rw Service (as in the chart)."""
+    for name in ("member1", "member2"):
+        await _stream_through(world, rw, name)
+    member0 = ("127.0.0.1", world.member("member0").port)
+
+    async def through_the_service() -> bool:
+        through = len([c for c in rw.connections if c == member0]) >= 2
+        return through and await _streaming(world, "member0") == {"member1", "member2"}
+
+    await eventually(through_the_service, timeout=30, interval=0.2)
+
+
 async def _streaming(world: World, primary: str) -> set[str]:
     conn = await world.member(primary).connect(world.stack.superuser_password)
     try:
@@ -95,15 +108,7 @@ async def test_a_partitioned_primary_loses_no_acknowledged_write_with_a_second_s
     assert world.status["currentPrimary"] == "member0"
 
     async with rw_service(world) as rw:
-        for name in ("member1", "member2"):
-            await _stream_through(world, rw, name)
-
-        async def both_through_the_service() -> bool:
-            member0 = ("127.0.0.1", world.member("member0").port)
-            through = set(rw.connections) == {member0} and len(rw.connections) >= 2
-            return through and await _streaming(world, "member0") == {"member1", "member2"}
-
-        await eventually(both_through_the_service, timeout=30, interval=0.2)
+        await replicas_through(world, rw)
         await until(
             world,
             lambda: sorted(world.status.get("syncStandbys") or []) == ["member1", "member2"],
@@ -129,7 +134,11 @@ async def test_a_partitioned_primary_loses_no_acknowledged_write_with_a_second_s
                 acked.append((i, time.monotonic()))
 
         writer = asyncio.create_task(write())
-        await eventually(lambda: _true(len(acked) > 50), timeout=10)
+
+        async def some_acknowledged() -> bool:
+            return len(acked) > 50
+
+        await eventually(some_acknowledged, timeout=10)
         cut.add("member0")  # its node is cut off from the operator, nothing else
         await until(
             world,
@@ -168,12 +177,6 @@ async def test_a_partitioned_primary_loses_no_acknowledged_write_with_a_second_s
     await world.stop(operator)
 
 
-def _true(value: bool) -> asyncio.Future[bool]:
-    future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future
-
-
 async def _contains(world: World, primary: str, names: set[str]) -> bool:
     return names <= await _streaming(world, primary)
 
@@ -189,16 +192,7 @@ async def test_a_primary_cut_from_its_standbys_acknowledges_nothing_until_healed
     operator = world.start("operator-s")
     await until(world, lambda: world.status.get("phase") == "Healthy", timeout=30, what="adopt")
     async with rw_service(world) as rw:
-        for name in ("member1", "member2"):
-            await _stream_through(world, rw, name)
-        member0 = ("127.0.0.1", world.member("member0").port)
-
-        async def through_the_service() -> bool:
-            return len([c for c in rw.connections if c == member0]) >= 2 and await _streaming(
-                world, "member0"
-            ) == {"member1", "member2"}
-
-        await eventually(through_the_service, timeout=30, interval=0.2)
+        await replicas_through(world, rw)
         password = world.stack.superuser_password
         client = await world.member("member0").connect(password, timeout=5)
         await client.execute("CREATE TABLE cut (id bigint PRIMARY KEY)")
@@ -248,16 +242,7 @@ async def test_a_fully_partitioned_primary_is_replaced_and_acknowledges_nothing_
     operator = world.start("operator-f", address=address)
     await until(world, lambda: world.status.get("phase") == "Healthy", timeout=30, what="adopt")
     async with rw_service(world) as rw:
-        for name in ("member1", "member2"):
-            await _stream_through(world, rw, name)
-        member0 = ("127.0.0.1", world.member("member0").port)
-
-        async def through_the_service() -> bool:
-            return len([c for c in rw.connections if c == member0]) >= 2 and await _streaming(
-                world, "member0"
-            ) == {"member1", "member2"}
-
-        await eventually(through_the_service, timeout=30, interval=0.2)
+        await replicas_through(world, rw)
         password = world.stack.superuser_password
         client = await world.member("member0").connect(password, timeout=5)
         await client.execute("CREATE TABLE full_cut (id bigint PRIMARY KEY)")
