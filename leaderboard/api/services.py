@@ -17,6 +17,7 @@ from leaderboard.cache.pipe import RedisPipe
 from leaderboard.cache.ranking import MAX_SCORE
 from leaderboard.catalog import Catalog, CatalogError, upsert_catalog
 from leaderboard.config import Settings
+from leaderboard.db.hosts import connect_primary
 from leaderboard.db.migrate import migrate
 from leaderboard.db.pool import Database
 from leaderboard.scoring import Leaderboard
@@ -83,7 +84,7 @@ async def _prepare_database(dsn: str, catalog: Catalog, timeout_s: float) -> Non
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            conn = await asyncpg.connect(dsn, timeout=5)
+            conn = await connect_primary(dsn, timeout=5)
             break
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             if time.monotonic() > deadline:

@@ -7,7 +7,8 @@ there" become :class:`DatabaseUnavailable` (the API answers 503).
 After a failover, pooled connections may still point at the demoted primary. asyncpg checks
 ``target_session_attrs=read-write`` only when connecting, so a write on such a connection
 fails with ``ReadOnlySQLTransactionError``; we then expire the whole pool, and the next
-connections (multi-host DSN or a Service that moved) find the new primary by themselves.
+connections (multi-host DSN or a Service that moved) find the new primary by themselves
+(:mod:`leaderboard.db.hosts`: a host that drops packets does not hide the others).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+
+from leaderboard.db.hosts import PrimaryConnector
 
 log = logging.getLogger("leaderboard.db")
 
@@ -71,6 +74,7 @@ class Database:
     async def open(cls, dsn: str, *, min_size: int, max_size: int, timeout: float) -> Database:
         pool = await asyncpg.create_pool(
             dsn,
+            connect=PrimaryConnector(dsn),  # each host its own deadline (see db.hosts)
             min_size=min(min_size, max_size),
             max_size=max_size,
             timeout=timeout,  # connect
