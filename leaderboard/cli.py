@@ -101,20 +101,9 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         print("Ctrl-C stops everything.", flush=True)
 
     async def supervise(primary: Member) -> None:
-        from prometheus_client import start_http_server
+        from leaderboard.operator.local import run_local
 
-        from leaderboard.operator.local import LocalOperator
-
-        # The operator's metrics, as its pod serves them in Kubernetes (dashboards, alerts).
-        start_http_server(settings.operator_metrics_port, addr=settings.host)
-        await LocalOperator(
-            stack,
-            primary.name,
-            durability=settings.durability,
-            interval_s=settings.probe_interval_s,
-            timeout_s=settings.probe_timeout_s,
-            failure_threshold=settings.failure_threshold,
-        ).run()
+        await run_local(stack, primary.name, settings)
 
     asyncio.run(serve(stack, ready, supervise if settings.operator_enabled else None))
     return 0

@@ -73,6 +73,9 @@ class Member:
     # TLS mode: the member serves this certificate and accepts only TLS connections over TCP
     # (every client verifies it against the CA, hostname included).
     tls: TlsFiles | None = None
+    # Chaos drills: the member runs inside this network namespace (its own host, at ``host``),
+    # so that faults can cut its paths (leaderboard.chaos.network).
+    netns: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _ssl: ssl.SSLContext | None = field(default=None, init=False, repr=False)
 
@@ -98,6 +101,15 @@ class Member:
 
     def bin(self, name: str) -> Path:
         return self.bin_dir / name
+
+    def _placed(self, argv: list[str | Path]) -> tuple[list[str | Path], OsUser | None]:
+        """``argv`` as it runs on the member's host, and the user to switch to: inside a
+        namespace ``ip netns exec`` needs root, so setpriv switches after it (each execs the
+        next: the pid is still the program's)."""
+        if self.netns is None:
+            return argv, self.user
+        switch = [f"--reuid={self.user.uid}", f"--regid={self.user.gid}", "--clear-groups", "--"]
+        return ["ip", "netns", "exec", self.netns, "setpriv", *switch, *argv], None
 
     def pid(self) -> int | None:
         """The postmaster's pid, if it is running (whoever started it)."""
@@ -156,6 +168,11 @@ class Member:
         )
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write(CLUSTER_CONF)
+        if self.netns is not None:  # its peers connect from their own addresses, not loopback
+            with open(self.data_dir / "pg_hba.conf", "a") as hba:
+                hba.write(
+                    "host replication all all scram-sha-256\nhost all all all scram-sha-256\n"
+                )
 
     def follow(self, primary: Member, password: str) -> None:
         """Make this (stopped) member a standby of ``primary``: clone it when it has no data,
@@ -167,9 +184,10 @@ class Member:
         ("no rewind required") and the member later fails to follow the new timeline.
         """
         self._prepare_dirs()
+        argv, user = self._placed(["bash", MEMBER_SCRIPT, "prepare"])
         run(
-            ["bash", MEMBER_SCRIPT, "prepare"],
-            user=self.user,
+            argv,
+            user=user,
             env={
                 "PATH": "/usr/bin:/bin",
                 "PGBIN": str(self.bin_dir),
@@ -236,7 +254,7 @@ class Member:
             return
         self._prepare_dirs()
         self._apply_hba()
-        self.process = spawn(
+        argv, user = self._placed(
             [
                 self.bin("postgres"),
                 "-D",
@@ -250,9 +268,12 @@ class Member:
                 "-c",
                 f"cluster_name={self.name}",
                 *self._tls_options(),
-            ],
+            ]
+        )
+        self.process = spawn(
+            argv,
             log=self.log_path,
-            user=self.user,
+            user=user,
             # Its own HOME: libpq in the walreceiver looks for ~/.postgresql/postgresql.crt,
             # and an inherited HOME it may not enter (root's) fails every TLS connection.
             env={**os.environ, "HOME": str(self.base_dir)},

@@ -52,6 +52,9 @@ class Layout:
     pg_user: str
     tls: bool = False
     redis_prefix: str = ""
+    # Chaos drills: (network namespace, address) of each member, which then runs on a host of
+    # its own (leaderboard.chaos); empty: every member on ``host``.
+    member_hosts: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_settings(cls, s: Settings) -> Layout:
@@ -85,6 +88,7 @@ class Stack:
         # TLS mode: one CA and one certificate for the stack's address, shared by every member
         # and by Redis (all listen on the same host).
         self.tls = endpoints.local_tls(run_dir) if layout.tls else None
+        placed = [tuple(h) for h in layout.member_hosts]  # lists, once read from stack.json
         self.members = [
             Member(
                 name=f"member{i}",
@@ -92,8 +96,9 @@ class Stack:
                 base_dir=run_dir / "pg" / f"member{i}",
                 bin_dir=Path("/nonexistent"),  # resolved on first build/start (status needs none)
                 user=self.pg_os_user,
-                host=layout.host,
+                host=placed[i][1] if i < len(placed) else layout.host,
                 tls=self.tls,
+                netns=placed[i][0] if i < len(placed) else None,
             )
             for i in range(layout.pg_members)
         ]
@@ -194,6 +199,7 @@ class Stack:
                 if self.layout.host != "localhost"
                 else ["localhost"]
             )
+            hosts += [m.host for m in self.members if m.host not in hosts]
             self.tls.create(hosts, uid=self.pg_os_user.uid, gid=self.pg_os_user.gid)
 
     def configured_primary(self) -> Member | None:

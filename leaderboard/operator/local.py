@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from leaderboard.config import Settings
 from leaderboard.db.sql import literal
 from leaderboard.devstack.postgres import Member as PgMember
 from leaderboard.devstack.process import StackError
@@ -303,6 +304,22 @@ class LocalOperator:
             await conn.execute("SELECT pg_reload_conf()")
         finally:
             await conn.close()
+
+
+async def run_local(stack: Stack, primary: str, settings: Settings) -> None:
+    """The local operator with the configured thresholds, serving its metrics as its pod
+    does in Kubernetes (dashboards, alerts); runs until cancelled."""
+    from prometheus_client import start_http_server
+
+    start_http_server(settings.operator_metrics_port, addr=settings.host)
+    await LocalOperator(
+        stack,
+        primary,
+        durability=settings.durability,
+        interval_s=settings.probe_interval_s,
+        timeout_s=settings.probe_timeout_s,
+        failure_threshold=settings.failure_threshold,
+    ).run()
 
 
 def control_path(run_dir: Path) -> Path:
