@@ -68,7 +68,38 @@ def _parser() -> argparse.ArgumentParser:
     failover.add_argument(
         "--api-url", default="http://127.0.0.1:8000", help="--kube: the API (a port-forward)"
     )
+    partition = drill_sub.add_parser(
+        "partition", help="cut the primary off the network under load (needs root)"
+    )
+    partition.add_argument(
+        "--shape",
+        choices=["primary", "operator-primary", "primary-standbys"],
+        default="primary",
+        help="primary: cut from everyone; operator-primary: only from the operator; "
+        "primary-standbys: only from its standbys",
+    )
+    partition.add_argument("--hold", type=float, default=8.0, help="seconds the cut lasts")
+    _chaos_options(partition)
+
+    chaos = sub.add_parser(
+        "chaos", help="a randomised campaign of faults under load, then a history check"
+    )
+    chaos.add_argument("--duration", type=float, required=True, metavar="S")
+    chaos.add_argument("--seed", type=int, default=1, help="the schedule (same seed: same run)")
+    chaos.add_argument(
+        "--faults",
+        default="all",
+        help="comma-separated fault names or kinds (process, network, redis, api, "
+        "broadcaster); default all",
+    )
+    _chaos_options(chaos)
     return parser
+
+
+def _chaos_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--members", type=int, default=3, help="PostgreSQL members (default 3)")
+    parser.add_argument("--reports", default="reports", help="where the JSON and PNG go")
+    parser.add_argument("--json", action="store_true", help="print the JSON report")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,6 +248,11 @@ def _switchover(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _drill(settings: Settings, args: argparse.Namespace) -> int:
+    if args.drill == "partition":
+        from leaderboard.chaos.faults import partition
+
+        fault = partition(args.shape).name
+        return _campaign(settings, args, [fault], 0.0, 1, (args.hold, args.hold), "partition")
     from leaderboard.operator.drill import LocalTarget, Target, drill, passed, report, summary
     from leaderboard.operator.kubedrill import KubeTarget
 
@@ -230,6 +266,50 @@ def _drill(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if passed(summary(results)) else 1
 
 
+def _chaos(settings: Settings, args: argparse.Namespace) -> int:
+    from leaderboard.chaos.faults import FAULTS
+
+    wanted = [w.strip() for w in args.faults.split(",") if w.strip()]
+    names = [n for n, f in FAULTS.items() if "all" in wanted or n in wanted or f.kind in wanted]
+    unknown = [w for w in wanted if w != "all" and w not in FAULTS and
+               w not in {f.kind for f in FAULTS.values()}]  # fmt: skip
+    if unknown or not names:
+        print(f"leaderboard: unknown faults {', '.join(unknown)}; known: {', '.join(FAULTS)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    return _campaign(settings, args, names, args.duration, args.seed, (5.0, 9.0), "chaos")
+
+
+def _campaign(
+    settings: Settings,
+    args: argparse.Namespace,
+    faults: list[str],
+    duration: float,
+    seed: int,
+    hold: tuple[float, float],
+    name: str,
+) -> int:
+    from pathlib import Path
+
+    from leaderboard.chaos import campaign, report
+    from leaderboard.chaos.world import World
+
+    async def go() -> dict[str, Any]:
+        world = World.plan(settings, members=args.members)
+        try:
+            await world.start()
+            plan = campaign.Plan(duration, seed, faults, hold_s=hold)
+            return {"name": name, **(await campaign.run(world, plan)).report()}
+        finally:
+            await asyncio.to_thread(world.stop)
+
+    result = asyncio.run(go())
+    written = report.save(result, Path(args.reports), name)
+    print(json.dumps(result, indent=2) if args.json else report.table(result))
+    print("report: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0 if result["passed"] else 1
+
+
 _COMMANDS = {
     "up": _up,
     "down": _down,
@@ -239,6 +319,7 @@ _COMMANDS = {
     "broadcaster": _broadcaster,
     "operator": _operator,
     "drill": _drill,
+    "chaos": _chaos,
     "pause": _pause,
     "resume": _pause,
     "switchover": _switchover,

@@ -23,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -61,10 +63,19 @@ class DrillResult:
 class Load:
     """Writers completing actions through the API; every acknowledgement is remembered."""
 
-    def __init__(self, api_url: str, settings: Settings, writers: int = 8) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        settings: Settings,
+        writers: int = 8,
+        actions: Sequence[tuple[str, dict[str, Any]]] = (("verify-email", {}),),
+        seed: int = 0,
+    ) -> None:
         self.api_url = api_url
         self.settings = settings
         self.writers = writers
+        self.actions = list(actions)  # each write: a fresh user completing one of these
+        self._rng = random.Random(seed)  # noqa: S311 - a schedule, not a secret
         self.acks: list[tuple[str, float, float]] = []  # (user, sent, acknowledged)
         self.failures: list[float] = []
         self._stop = asyncio.Event()
@@ -76,11 +87,12 @@ class Load:
             i += 1
             user = f"drill-{self._run}-{n}-{i}"
             token = auth.mint(self.settings, user, ttl=600)
+            action, data = self._rng.choice(self.actions)
             sent = time.time()
             try:
                 response = await client.post(
                     "/api/action/complete",
-                    json={"actionId": "verify-email"},
+                    json={"actionId": action, "data": data},
                     headers={"Authorization": f"Bearer {token}"},
                 )
                 ok = response.status_code == 200
