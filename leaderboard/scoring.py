@@ -9,6 +9,11 @@ A completion whose award failed on a timeout may still commit: its commit may be
 the synchronous standby (it becomes visible once the standby confirms it, or once the wait is
 cancelled). Such completions are looked for in PostgreSQL every second for a while, and put
 into the ranking when they show up, so that the ranking does not miss them.
+
+A process killed between a commit and its Redis update leaves nothing to look for: its
+successor (every API process, at start) compares the scores reached in the last
+``CATCH_UP_S`` with the ranking and records what it lacks (found by the chaos campaign:
+a kill -9 of the API left a committed completion out of Redis for good).
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ from leaderboard import metrics
 from leaderboard.cache.errors import REDIS_ERRORS
 from leaderboard.cache.keys import Keys
 from leaderboard.cache.pipe import RedisPipe
-from leaderboard.cache.ranking import NOT_READY, Entry, Ranking, RankingRangeError, UserView
+from leaderboard.cache.ranking import (
+    NOT_READY,
+    Entry,
+    Ranking,
+    RankingRangeError,
+    UserView,
+    decode,
+)
 from leaderboard.cache.ratelimit import Decision, LocalRateLimiter, RedisRateLimiter
 from leaderboard.catalog import Catalog
 from leaderboard.db import scores
@@ -40,6 +52,11 @@ log = logging.getLogger("leaderboard.scoring")
 
 UNCERTAIN_MAX = 10_000  # completions with an unknown outcome followed at once
 UNCERTAIN_TTL_S = 300.0  # how long one is looked for
+CATCH_UP_S = 300.0  # at start: scores reached this recently are checked against the ranking
+CATCH_UP_SQL = """
+SELECT user_id, score, reached_seq FROM scores
+ WHERE reached_at > now() - make_interval(secs => $1)
+"""
 
 _REBUILD_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, DatabaseUnavailable)
 
@@ -106,6 +123,7 @@ class Leaderboard:
         self._top_cache: tuple[float, list[Entry], bytes] | None = None
         self._rebuild: asyncio.Task[None] | None = None
         self._recover: asyncio.Task[None] | None = None
+        self._catch_up: asyncio.Task[int] | None = None
         # A completion committed while Redis was unreachable: the ranking misses it.
         self._ranking_stale = False
         # (user, action) whose award failed with an unknown outcome -> when (monotonic).
@@ -115,11 +133,12 @@ class Leaderboard:
 
     def start(self) -> None:
         self._recover = asyncio.create_task(self._recover_loop(), name="ranking-recover")
+        self._catch_up = asyncio.create_task(self.catch_up(CATCH_UP_S), name="ranking-catch-up")
         self.schedule_rebuild()
 
     async def stop(self) -> None:
         await self.awards.close()
-        for task in (self._recover, self._rebuild):
+        for task in (self._recover, self._rebuild, self._catch_up):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -275,6 +294,29 @@ class Leaderboard:
         metrics.REBUILDS.labels("done" if done else "elsewhere").inc()
         if done:
             log.info("ranking rebuilt from PostgreSQL")
+
+    async def catch_up(self, window_s: float, batch: int = 1000) -> int:
+        """Record the scores reached in the last ``window_s`` that the ranking lacks or holds
+        lower (idempotent: the update keeps the higher score); how many were recorded."""
+        try:
+            rows = await self.db.fetch(CATCH_UP_SQL, window_s)
+            recorded = 0
+            for i in range(0, len(rows), batch):
+                chunk = rows[i : i + batch]
+                held = await self.client.zmscore(
+                    self.ranking.keys.scores, [r["user_id"] for r in chunk]
+                )
+                for row, composite in zip(chunk, held, strict=True):
+                    if composite is None or decode(composite) < row["score"]:
+                        await self._record(row["user_id"], row["score"], row["reached_seq"])
+                        recorded += 1
+        except _REBUILD_ERRORS as exc:  # a rebuild follows once both answer again
+            log.warning("ranking catch-up failed: %s", exc)
+            self._ranking_stale = True
+            return 0
+        if recorded:
+            log.info("ranking catch-up: recorded %d scores the ranking lacked", recorded)
+        return recorded
 
     def _outcome_unknown(self, user_id: str, action_id: str) -> None:
         if len(self._uncertain) >= UNCERTAIN_MAX:

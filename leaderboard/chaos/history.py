@@ -55,7 +55,7 @@ class Check:
     def violations(self) -> list[str]:
         found = []
         if self.lost:
-            found.append(f"{self.lost} acknowledged completions missing on the final primary")
+            found.append(f"{self.lost} acknowledged completions lost (not on the final primary)")
         if self.split_brain:
             found.append(f"{self.split_brain} acknowledged by a demoted or isolated member")
         if self.direct_lost:

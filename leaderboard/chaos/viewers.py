@@ -86,6 +86,7 @@ class DirectWriter:
         self.world = world
         self.acks: list[tuple[int, str, float]] = []  # (id, member, acknowledged)
         self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
 
     async def prepare(self) -> None:
         conn = await self._connect(self.world.recorded_primary())
@@ -100,22 +101,24 @@ class DirectWriter:
 
     async def _run(self) -> None:
         n = 0
-        conn: asyncpg.Connection | None = None
         target = ""
         while True:
             n += 1
             try:
-                if conn is None:  # kept until it fails, like a client's pooled connection
+                if self._conn is None:  # kept until it fails, like a client's pooled connection
                     target = self.world.recorded_primary()
-                    conn = await self._connect(target)
-                await conn.execute(DIRECT_INSERT, n, timeout=1.0)
+                    self._conn = await self._connect(target)
+                await self._conn.execute(DIRECT_INSERT, n, timeout=1.0)
                 self.acks.append((n, target, time.time()))
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                if conn is not None:
-                    conn.terminate()
-                conn = None
+            except Exception:  # refused, cut, timed out, demoted, mid-failover: not acked
+                self._drop()
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.02)
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+        self._conn = None
 
     async def __aenter__(self) -> DirectWriter:
         await self.prepare()
@@ -127,3 +130,4 @@ class DirectWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._drop()

@@ -191,3 +191,24 @@ async def test_connections_to_a_primary_turned_read_only_are_replaced(
         await admin.close()
         own_redis.stop()
         assert isinstance(asyncpg.__version__, str)
+
+
+async def test_a_started_api_records_what_a_killed_one_committed_but_never_ranked(
+    api: Api, stack: Stack, new_user: Callable[[], str]
+) -> None:
+    """A process killed between its commit and its Redis update (the chaos campaign's
+    kill -9 of the API) leaves a score only PostgreSQL knows; the next API process to start
+    finds it among the recent scores and ranks it."""
+    user = new_user()
+    assert (await api.complete(user, "first-lesson")).status_code == 200
+    keys = api.services.leaderboard.ranking.keys
+    await api.services.redis.zrem(keys.scores, user)  # as if the update never happened
+    async with running_api(api_settings(stack)) as successor:
+        board = successor.services.leaderboard
+
+        async def ranked() -> bool:
+            return await successor.services.redis.zscore(keys.scores, user) is not None
+
+        await eventually(ranked, timeout=10)
+        assert (await board.user(user)).score == 50
+    assert await api.services.leaderboard.catch_up(60) == 0  # nothing left to record
