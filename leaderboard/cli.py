@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         help="primary: cut from everyone; operator-primary: only from the operator; "
         "primary-standbys: only from its standbys",
     )
-    partition.add_argument("--hold", type=float, default=8.0, help="seconds the cut lasts")
+    partition.add_argument("--hold", type=float, default=15.0, help="seconds the cut lasts")
     _chaos_options(partition)
 
     chaos = sub.add_parser(
@@ -277,7 +277,7 @@ def _chaos(settings: Settings, args: argparse.Namespace) -> int:
         print(f"leaderboard: unknown faults {', '.join(unknown)}; known: {', '.join(FAULTS)}",
               file=sys.stderr)  # fmt: skip
         return 2
-    return _campaign(settings, args, names, args.duration, args.seed, (5.0, 9.0), "chaos")
+    return _campaign(settings, args, names, args.duration, args.seed, (5.0, 12.0), "chaos")
 
 
 def _campaign(

@@ -49,11 +49,12 @@ class Plan:
     duration_s: float
     seed: int = 1
     faults: list[str] = field(default_factory=lambda: list(FAULTS))
-    hold_s: tuple[float, float] = (5.0, 9.0)
+    hold_s: tuple[float, float] = (5.0, 12.0)
     settle_s: tuple[float, float] = (1.0, 3.0)
     writers: int = 8
     viewers: int = 20
     recovery_timeout_s: float = 90.0
+    max_faults: int | None = None  # stop after this many, whatever the duration left
 
     def schedule(self, rng: random.Random) -> Any:
         while True:
@@ -101,6 +102,8 @@ async def run(world: World, plan: Plan) -> Run:
         result.started = time.time()
         for name in plan.schedule(rng):
             if result.records and time.time() - result.started >= plan.duration_s:
+                break
+            if plan.max_faults is not None and len(result.records) >= plan.max_faults:
                 break
             record = await _one_fault(world, FAULTS[name], plan, rng)
             result.records.append(record)

@@ -148,6 +148,14 @@ class Network:
                     os.kill(int(pid), signal.SIGKILL)
             with contextlib.suppress(NetworkError):
                 _run("ip", "netns", "del", netns)
+        # The veth pairs go with their namespace, but the kernel frees a namespace later
+        # (asynchronously): a new run of the same name would find `lbv-NAMEi` still there.
+        # Deleting our end deletes the pair at once.
+        prefix = f"lbv-{self.name}"
+        for line in _run("ip", "-o", "link", "show", check=False).stdout.splitlines():
+            link = line.split(":", 2)[1].strip().split("@", 1)[0]
+            if link.startswith(prefix) and link[len(prefix) :].isdigit():
+                _run("ip", "link", "del", link, check=False)
         self.hosts.clear()
         _run("ip", "link", "del", self.bridge, check=False)
 

@@ -8,6 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+KIND_COLOURS = {
+    "process": "#ffb300",
+    "network": "#1e88e5",
+    "redis": "#8e24aa",
+    "api": "#f4511e",
+    "broadcaster": "#00897b",
+}
+
 
 def save(report: dict[str, Any], folder: Path, name: str) -> list[Path]:
     """``folder/NAME-<time>.json`` and ``.png`` (no PNG without matplotlib, from the ``dev``
@@ -38,18 +46,23 @@ def _plot(report: dict[str, Any], path: Path) -> None:
         ax.bar(t, [-p[2] for p in timeline], width=1.0, color="#c62828", label="failed/s")
     start = report["faults"][0]["injected"] if report["faults"] else 0.0
     top = max((p[1] for p in timeline), default=1)
+    named = len(report["faults"]) <= 15  # past that, names would overlap: colours by kind
+    shown: set[str] = set()
     for i, f in enumerate(report["faults"]):
         a = f["injected"] - start
         b = (f["healed"] or f["injected"]) - start
-        ax.axvspan(a, b, color="#ffb300", alpha=0.25)
-        ax.text(a, top * (1.02 + 0.08 * (i % 3)), f["fault"], fontsize=7, rotation=0)
+        label = None if f["kind"] in shown else f"{f['kind']} fault"
+        shown.add(f["kind"])
+        ax.axvspan(a, b, color=KIND_COLOURS.get(f["kind"], "#9e9e9e"), alpha=0.3, label=label)
+        if named:
+            ax.text(a, top * (1.02 + 0.08 * (i % 3)), f["fault"], fontsize=7)
     verdict = "PASSED" if report["passed"] else "FAILED: " + "; ".join(report["violations"])
     ax.set_title(f"{report['name']} seed {report['seed']}, {report['duration_s']:.0f} s: {verdict}",
                  fontsize=10)  # fmt: skip
     ax.set_xlabel("seconds since the first fault")
     ax.set_ylabel("requests per second")
     ax.axhline(0, color="black", linewidth=0.5)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8, ncol=2)
     ax.set_ylim(top=top * 1.35)
     fig.tight_layout()
     fig.savefig(path)

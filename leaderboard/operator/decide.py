@@ -167,6 +167,8 @@ def _healthy(cluster: Cluster, primary: Member) -> Decision:
             target=target.name,
             old_primary=primary.name,
         )
+    if (cut_off := _cut_from_its_standbys(cluster, primary, replicas)) is not None:
+        return cut_off
     for replica in replicas:
         if not replica.reachable and not replica.running:
             return Decision(
@@ -205,6 +207,39 @@ def _healthy(cluster: Cluster, primary: Member) -> Decision:
     return Decision(
         Action.NONE,
         f"{primary.name} is the primary; {len(streaming)} of {len(replicas)} replicas streaming",
+    )
+
+
+def _cut_from_its_standbys(
+    cluster: Cluster, primary: Member, replicas: list[Member]
+) -> Decision | None:
+    """A primary that answers us while *every* standby (two or more) answers us too but
+    none has streamed from it for ``stall_threshold`` probes, and it reports no synchronous
+    standby: its own links are the common fault (a partition between it and the rest).
+    Under ``durability: required`` it cannot acknowledge a write until they are back, so
+    writes would wait for the partition to heal; the standbys hold every acknowledged write
+    (the one with the highest LSN, as in any failover), so promoting it is as safe as a
+    failover and ends the wait. With one standby we cannot tell whose link failed (rejoining
+    it, below, is the answer there)."""
+    if len(replicas) < 2 or cluster.sync_streaming or not cluster.sync_candidates:
+        return None
+    stalled = all(
+        r.reachable and r.role == "replica" and r.stalled_probes >= cluster.stall_threshold
+        for r in replicas
+    )
+    if not stalled or not cluster.sync_candidates <= {r.name for r in replicas}:
+        return None
+    best = max(
+        (r for r in replicas if r.name in cluster.sync_candidates),
+        key=lambda m: (m.lsn, m.name == cluster.switchover_to, m.name),
+    )
+    return Decision(
+        Action.PROMOTE,
+        f"{primary.name} answers, but none of its {len(replicas)} standbys has streamed from "
+        f"it for {cluster.stall_threshold} probes while each answers us: it is cut off from "
+        f"them; promoting {best.name} (received LSN {best.lsn:X}, the highest)",
+        target=best.name,
+        old_primary=primary.name,
     )
 
 

@@ -58,11 +58,15 @@ async def test_a_primary_cut_from_the_operator_only_is_fenced_and_replaced(world
     assert result.check is not None and result.check.direct_split_brain == 0
 
 
-async def test_a_primary_cut_from_its_standbys_waits_and_is_not_replaced(world: World) -> None:
+async def test_a_primary_cut_from_its_standbys_is_replaced_once_they_stall(world: World) -> None:
     """durability: required: its commits wait for a standby, so nothing is acknowledged that
-    a standby lacks; it stays the primary (the operator reaches it) and writes resume once
-    the cut heals: the downtime is the cut's length, the price of no loss."""
-    (fault,) = (await _drill(world, "primary-standbys")).records
-    assert fault.promoted is None
-    assert world.recorded_primary() == "member0"
-    assert fault.writes_resumed and fault.downtime_s is not None and fault.downtime_s >= 5.0
+    a standby lacks. The operator reaches it and both standbys; once neither has streamed for
+    the stall threshold it is cut off from them, and the standby with the highest LSN is
+    promoted instead of writes waiting for the cut to heal."""
+    plan = campaign.Plan(0.0, faults=[partition("primary-standbys").name], hold_s=(16.0, 16.0),
+                         viewers=5)  # fmt: skip
+    result = await campaign.run(world, plan)
+    assert result.check is not None and result.check.violations == []
+    (fault,) = result.records
+    assert fault.promoted in ("member1", "member2")
+    assert fault.downtime_s is not None and fault.downtime_s < 14  # not the cut's 16 s

@@ -57,6 +57,51 @@ CASES: list[tuple[str, Cluster, Action, str | None, str]] = [
     ),
     ("healthy", cluster(P, R1, R2), Action.NONE, None, "2 of 2 replicas streaming"),
     (
+        "a primary none of whose answering standbys streams is cut off from them: promote",
+        cluster(
+            P,
+            Member("m1", reachable=True, role="replica", lsn=90, stalled_probes=10),
+            Member("m2", reachable=True, role="replica", lsn=95, stalled_probes=12),
+        ),
+        Action.PROMOTE,
+        "m2",
+        "it is cut off from them; promoting m2",
+    ),
+    (
+        "...but not while it still reports a synchronous standby",
+        cluster(
+            P,
+            Member("m1", reachable=True, role="replica", lsn=90, stalled_probes=10),
+            Member("m2", reachable=True, role="replica", lsn=95, stalled_probes=12),
+            sync_streaming=frozenset({"m2"}),
+        ),
+        Action.REJOIN,
+        "m1",
+        "has not streamed",
+    ),
+    (
+        "...nor while one standby still streams or has not stalled long enough",
+        cluster(
+            P,
+            Member("m1", reachable=True, role="replica", lsn=90, stalled_probes=10),
+            Member("m2", reachable=True, role="replica", lsn=95, stalled_probes=9),
+        ),
+        Action.REJOIN,
+        "m1",
+        "has not streamed",
+    ),
+    (
+        "...nor when a standby does not answer (it may be the one whose link failed)",
+        cluster(
+            P,
+            Member("m1", reachable=True, role="replica", lsn=90, stalled_probes=10),
+            Member("m2", reachable=False, failed_probes=1),
+        ),
+        Action.REJOIN,
+        "m1",
+        "has not streamed",
+    ),
+    (
         "one slow probe is not a failure",
         cluster(Member("m0", reachable=False, failed_probes=1), R1),
         Action.NONE,

@@ -1,0 +1,43 @@
+"""A short chaos campaign: every fault once, in the order seed 5 draws, under writers,
+viewers and a direct client; the history check must pass and each fault must end healthy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leaderboard.chaos import campaign, report
+from leaderboard.chaos.faults import FAULTS
+from leaderboard.chaos.network import Network
+from leaderboard.chaos.world import World, world_settings
+from tests.support import test_settings
+
+pytestmark = pytest.mark.slow
+
+
+async def test_every_fault_once_loses_nothing_and_ends_consistent(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    world = World(world_settings(test_settings(run_dir, members=3), members=3), Network("cc"))
+    try:
+        await world.start()
+        plan = campaign.Plan(
+            3600.0, seed=5, hold_s=(3.0, 4.0), settle_s=(0.5, 1.0), max_faults=len(FAULTS),
+            viewers=5,
+        )  # fmt: skip
+        result = await campaign.run(world, plan)
+    finally:
+        world.stop()
+    out = {"name": "chaos", **result.report()}
+    assert out["violations"] == [], report.table(out)
+    assert sorted(r.fault for r in result.records) == sorted(FAULTS)  # each exactly once
+    by_fault = {r.fault: r for r in result.records}
+    for name in ("kill-primary", "hang-primary", "partition-primary"):
+        assert by_fault[name].promoted is not None, name
+        assert by_fault[name].downtime_s is not None and by_fault[name].downtime_s < 10, name
+    assert all(r.recovered_s is not None for r in result.records)
+    assert result.check is not None and result.check.acknowledged > 1000
+    written = report.save(out, tmp_path, "chaos")
+    assert [p.suffix for p in written] == [".json", ".png"]
+    assert "PASSED" in report.table(out)
