@@ -71,6 +71,7 @@ class Run:
     records: list[history.FaultRecord] = field(default_factory=list)
     check: history.Check | None = None
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         assert self.check is not None
@@ -105,7 +106,11 @@ async def run(world: World, plan: Plan) -> Run:
                 break
             if plan.max_faults is not None and len(result.records) >= plan.max_faults:
                 break
-            record = await _one_fault(world, FAULTS[name], plan, rng)
+            try:
+                record = await _one_fault(world, FAULTS[name], plan, rng)
+            except Exception as exc:  # the drill's own failure: reported, then the check
+                result.errors.append(f"VIOLATION: the drill failed during {name}: {exc!r}")
+                break
             result.records.append(record)
             if record.recovered_s is None:
                 break  # the world is broken: check what it holds now
@@ -114,6 +119,7 @@ async def run(world: World, plan: Plan) -> Run:
         result.ended = time.time()
     _fill_in(result, world, load, first_primary)
     result.check = await _check(world, load, direct, viewers, result, first_primary)
+    result.check.details += result.errors
     result.timeline = _timeline(load, result.started)
     return result
 

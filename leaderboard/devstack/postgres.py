@@ -32,6 +32,16 @@ from leaderboard.devstack.process import (
 )
 
 SUPERUSER = "postgres"
+# What a probe of a member that is going, gone or cut off raises. asyncpg's
+# InternalClientError ("cannot switch to state 12") shows up mid-failover: a chaos campaign's
+# `status` died of it.
+PROBE_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 MEMBER_SCRIPT = Path(__file__).parent.parent / "operator" / "pg-member.sh"
 
 # Settings every member shares, here and in Kubernetes (a standby inherits them through
@@ -323,12 +333,15 @@ class Member:
             return "down"
         try:
             conn = await self.connect(password, timeout=timeout)
-        except (TimeoutError, OSError, asyncpg.PostgresError):
+        except PROBE_ERRORS:
             return "down"
         try:
             in_recovery = await conn.fetchval("SELECT pg_is_in_recovery()")
-        except (TimeoutError, OSError, asyncpg.PostgresError):
+        except PROBE_ERRORS:
+            conn.terminate()
             return "down"
-        finally:
+        try:
             await conn.close(timeout=timeout)
+        except PROBE_ERRORS:  # it answered: the role stands
+            conn.terminate()
         return "replica" if in_recovery else "primary"
