@@ -11,8 +11,10 @@ drill measures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -56,9 +58,20 @@ async def _nothing(world: World, victim: str) -> None:
     """The operator repairs what is left (a killed member is rejoined)."""
 
 
-async def _kill_member(world: World, victim: str) -> None:
-    if (pid := world.member(victim).pid()) is not None:
+def _kill(pid: int | None, child: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL ``pid`` (a crash: a postmaster's backends notice and exit by themselves), and
+    reap it if it is the drill's own child."""
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+    if child is not None and child.pid == pid:
+        child.wait()
+
+
+async def _kill_member(world: World, victim: str) -> None:
+    member = world.member(victim)
+    _kill(member.pid(), member.process)
 
 
 async def _hang_member(world: World, victim: str) -> None:
@@ -96,8 +109,8 @@ async def _heal_network(world: World, victim: str) -> None:
 
 
 async def _kill_redis(world: World, victim: str) -> None:
-    if (pid := world.cluster.redis.pid()) is not None:
-        os.kill(pid, signal.SIGKILL)
+    redis = world.cluster.redis
+    _kill(redis.pid(), redis.process)
 
 
 async def _start_redis(world: World, victim: str) -> None:
@@ -105,14 +118,12 @@ async def _start_redis(world: World, victim: str) -> None:
 
 
 async def _kill_component(world: World, victim: str) -> None:
-    if (pid := world.component(victim).pid()) is not None:
-        os.kill(pid, signal.SIGKILL)
+    component = world.component(victim)
+    _kill(component.pid(), component.process)
 
 
 async def _start_component(world: World, victim: str) -> None:
-    component = world.component(victim)
-    component.process = None  # the killed one (reaped by the next poll)
-    component.start()
+    world.component(victim).start()
 
 
 FAULTS: dict[str, Fault] = {

@@ -294,6 +294,8 @@ class Member:
         pid = self.pid()
         if pid is not None:
             stop_pid(pid, sig=signal.SIGINT, timeout=timeout, child=self._child(pid))
+        if self.process is not None:
+            self.process.poll()  # reap ours if someone else killed it (the operator's fence)
         self.process = None
 
     def kill(self) -> None:

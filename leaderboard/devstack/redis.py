@@ -115,6 +115,8 @@ class RedisServer:
         if pid is not None:
             child = self.process if self.process is not None and self.process.pid == pid else None
             stop_pid(pid, sig=signal.SIGTERM, timeout=timeout, child=child)
+        if self.process is not None:
+            self.process.poll()  # reap ours if it died meanwhile
         self.process = None
         self.pid_path.unlink(missing_ok=True)
 

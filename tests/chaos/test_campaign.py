@@ -1,5 +1,7 @@
 """A short chaos campaign: every fault once, in the order seed 5 draws, under writers,
-viewers and a direct client; the history check must pass and each fault must end healthy."""
+viewers and a direct client; the history check must pass and each fault must end healthy.
+Each fault holds 6-7 s: longer than detecting a dead or hung primary (3 missed probes of up
+to 1 s each, then the promotion), so that every primary fault ends in a promotion."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ async def test_every_fault_once_loses_nothing_and_ends_consistent(
     try:
         await world.start()
         plan = campaign.Plan(
-            3600.0, seed=5, hold_s=(3.0, 4.0), settle_s=(0.5, 1.0), max_faults=len(FAULTS),
+            3600.0, seed=5, hold_s=(6.0, 7.0), settle_s=(0.5, 1.0), max_faults=len(FAULTS),
             viewers=5,
         )  # fmt: skip
         result = await campaign.run(world, plan)
