@@ -36,6 +36,12 @@ CATALOG_SCHEMA: dict[str, Any] = {
                     "description": {"type": "string", "maxLength": 2000},
                     "points": {"type": "integer", "minimum": 1, "maximum": 100000},
                     "data": {"type": "object"},
+                    "repeat": {
+                        "oneOf": [
+                            {"enum": ["once", "hourly", "daily", "weekly"]},
+                            {"type": "integer", "minimum": 1, "maximum": 31536000},
+                        ]
+                    },
                 },
             },
         }
@@ -47,6 +53,11 @@ class CatalogError(Exception):
     pass
 
 
+# How often an action may count, in seconds (0: once ever). An integer in the catalog is a
+# number of seconds (short events, tests).
+REPEATS = {"once": 0, "hourly": 3600, "daily": 86400, "weekly": 604800}
+
+
 @dataclass(frozen=True)
 class Action:
     id: str
@@ -54,6 +65,7 @@ class Action:
     points: int
     description: str = ""
     data_schema: dict[str, Any] | None = None
+    repeat_s: int = 0  # counts once per this many seconds (0: once ever)
     _validator: jsonschema.protocols.Validator | None = field(
         default=None, compare=False, repr=False
     )
@@ -75,7 +87,20 @@ class Action:
             "description": self.description,
             "points": self.points,
             "data": self.data_schema,
+            "repeat": self.repeat,
         }
+
+    @property
+    def repeat(self) -> str | int:
+        """As the catalog says it: once, hourly, daily, weekly, or a number of seconds."""
+        return next((name for name, s in REPEATS.items() if s == self.repeat_s), self.repeat_s)
+
+    @property
+    def period_name(self) -> str:
+        """For messages: "" (once ever), "this hour", "today", "this week", "in this 10 s
+        period"."""
+        names = {0: "", 3600: "this hour", 86400: "today", 604800: "this week"}
+        return names.get(self.repeat_s, f"in this {self.repeat_s} s period")
 
 
 @dataclass(frozen=True)
@@ -87,8 +112,9 @@ class Catalog:
 
     @property
     def max_total_points(self) -> int:
-        """A user's highest possible score: each action counts once per user."""
-        return sum(a.points for a in self.actions.values())
+        """A user's highest score from the actions that count once (repeatable ones have no
+        ceiling: a score past the ranking's exact range is refused by the ranking, logged)."""
+        return sum(a.points for a in self.actions.values() if a.repeat_s == 0)
 
 
 def default_catalog_text() -> str:
@@ -103,7 +129,8 @@ def parse_catalog(text: str, source: str = "catalog") -> Catalog:
     error = best_match(jsonschema.Draft202012Validator(CATALOG_SCHEMA).iter_errors(raw))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
-        raise CatalogError(f"{source}: {where}: {error.message}")
+        line = _line_of(text, list(error.absolute_path))
+        raise CatalogError(f"{source}{f':{line}' if line else ''}: {where}: {error.message}")
     actions: dict[str, Action] = {}
     for entry in raw["actions"]:
         if entry["id"] in actions:
@@ -124,9 +151,31 @@ def parse_catalog(text: str, source: str = "catalog") -> Catalog:
             points=entry["points"],
             description=entry.get("description", ""),
             data_schema=schema,
+            repeat_s=_repeat_s(entry.get("repeat", "once")),
             _validator=validator,
         )
     return Catalog(actions)
+
+
+def _line_of(text: str, path: list[str | int]) -> int | None:
+    """The 1-based line of the YAML node at ``path`` (as deep as the path leads)."""
+    node: yaml.Node | None = yaml.compose(text)
+    line = None
+    for step in path:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == step), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+            node = node.value[step] if step < len(node.value) else None
+        else:
+            node = None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _repeat_s(value: str | int) -> int:
+    return REPEATS[value] if isinstance(value, str) else value
 
 
 def load_catalog(path: Path | None) -> Catalog:
@@ -146,16 +195,17 @@ async def upsert_catalog(conn: asyncpg.Connection, catalog: Catalog) -> None:
     async with conn.transaction():
         await conn.executemany(
             """
-            INSERT INTO actions AS a (id, title, description, points, data_schema, active)
-            VALUES ($1, $2, $3, $4, $5::jsonb, true)
+            INSERT INTO actions AS a
+                (id, title, description, points, data_schema, repeat_s, active)
+            VALUES ($1, $2, $3, $4, $5::jsonb, $6, true)
             ON CONFLICT (id) DO UPDATE SET
                 title = EXCLUDED.title, description = EXCLUDED.description,
                 points = EXCLUDED.points, data_schema = EXCLUDED.data_schema,
-                active = true, updated_at = now()
-            WHERE (a.title, a.description, a.points, a.data_schema, a.active)
+                repeat_s = EXCLUDED.repeat_s, active = true, updated_at = now()
+            WHERE (a.title, a.description, a.points, a.data_schema, a.repeat_s, a.active)
                 IS DISTINCT FROM
                   (EXCLUDED.title, EXCLUDED.description, EXCLUDED.points,
-                   EXCLUDED.data_schema, true)
+                   EXCLUDED.data_schema, EXCLUDED.repeat_s, true)
             """,
             [
                 (
@@ -164,6 +214,7 @@ async def upsert_catalog(conn: asyncpg.Connection, catalog: Catalog) -> None:
                     a.description,
                     a.points,
                     None if a.data_schema is None else json.dumps(a.data_schema),
+                    a.repeat_s,
                 )
                 for a in ordered
             ],

@@ -190,7 +190,9 @@ class Leaderboard:
             raise _rejected(400, "unknown_action", f"there is no action {action_id!r}")
         if result.awarded is None:
             raise _rejected(
-                400, "already_completed", f"user {user_id!r} already completed {action_id!r}"
+                400,
+                "already_completed",
+                f"user {user_id!r} already completed {action_id!r} {action.period_name}".strip(),
             )
         assert result.score is not None and result.reached_seq is not None
         metrics.COMPLETIONS.labels(action_id).inc()

@@ -27,17 +27,31 @@ from leaderboard.db.pool import Database, DatabaseUnavailable
 
 log = logging.getLogger("leaderboard.db.awards")
 
+
+def period_sql(repeat_s: str, at: str) -> str:
+    """The period a completion at ``at`` counts in, for an action repeating every
+    ``repeat_s`` seconds (SQL expressions): 0 for once-ever actions, else the number of
+    whole periods since the epoch, on the database's clock; weeks start on Monday 00:00 UTC
+    (the epoch was a Thursday: +3 days)."""
+    return (
+        f"CASE WHEN {repeat_s} = 0 THEN 0::bigint ELSE floor((extract(epoch FROM {at}) + "
+        f"CASE WHEN {repeat_s} = 604800 THEN 259200 ELSE 0 END) / {repeat_s})::bigint END"
+    )
+
+
 # One row per completion, in the order given. ON CONFLICT DO NOTHING makes a second completion
-# of an action a no-op (a concurrent one waits for the first to commit, then does nothing);
-# points come from the actions table. A user completing several actions in one batch gets one
+# of an action (in the same period, for a repeatable one: the database's clock decides) a
+# no-op (a concurrent one waits for the first to commit, then does nothing); points come from
+# the actions table. A user completing several actions in one batch gets one
 # score update; each completion's `score` is what the user had right after it.
 AWARD_SQL = """
 WITH req AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[])
         WITH ORDINALITY AS r (user_id, action_id, data, request_id, ord)
 ), completion AS (
-    INSERT INTO completions (user_id, action_id, points, data, request_id)
-    SELECT r.user_id, r.action_id, a.points, r.data, r.request_id
+    INSERT INTO completions (user_id, action_id, points, data, request_id, period)
+    SELECT r.user_id, r.action_id, a.points, r.data, r.request_id,
+           {period}
       FROM req r JOIN actions a ON a.id = r.action_id AND a.active
      ORDER BY r.user_id, r.action_id
     ON CONFLICT ON CONSTRAINT completions_once DO NOTHING
@@ -65,7 +79,7 @@ SELECT a.points AS action_points,
   LEFT JOIN completion c USING (user_id, action_id)
   LEFT JOIN score s ON s.user_id = r.user_id AND c.user_id IS NOT NULL
  ORDER BY r.ord
-"""
+""".replace("{period}", period_sql("a.repeat_s", "now()"))
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,7 @@ class Completion:
 @dataclass(frozen=True)
 class Award:
     known_action: bool
-    awarded: int | None  # None: this user had already completed this action
+    awarded: int | None  # None: this user had already completed this action (this period)
     score: int | None
     reached_seq: int | None
 
