@@ -117,7 +117,7 @@ async def run(world: World, plan: Plan) -> Run:
             await asyncio.sleep(rng.uniform(*plan.settle_s))
         await asyncio.sleep(1.0)  # a last steady state
         result.ended = time.time()
-    _fill_in(result, world, load, first_primary)
+    _fill_in(result, world, load)
     result.check = await _check(world, load, direct, viewers, result, first_primary)
     result.check.details += result.errors
     result.timeline = _timeline(load, result.started)
@@ -142,7 +142,7 @@ def _promotions(world: World, since: float) -> list[tuple[float, str]]:
     return [(e["ts"], e["target"]) for e in world.events(since) if e["action"] == "promoted"]
 
 
-def _fill_in(result: Run, world: World, load: Load, first_primary: str) -> None:
+def _fill_in(result: Run, world: World, load: Load) -> None:
     """Per fault: promotion, write downtime, requests in its window (up to the next one)."""
     acks = [(sent, acked) for _, sent, acked in load.acks]
     promotions = _promotions(world, result.started)

@@ -19,11 +19,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from leaderboard.chaos.world import MACHINE, OPERATOR, World
+from leaderboard.chaos.world import OPERATOR, World
 from leaderboard.devstack.process import signal_tree
 
 Kind = Literal["process", "network", "redis", "api", "broadcaster"]
-PARTITION_SHAPES = ("primary", "operator-primary", "primary-standbys")
 
 
 @dataclass(frozen=True)
@@ -159,6 +158,3 @@ FAULTS: dict[str, Fault] = {
 def partition(shape: str) -> Fault:
     """The fault of ``leaderboard drill partition --shape SHAPE``."""
     return FAULTS[f"partition-{shape}"]
-
-
-__all__ = ["FAULTS", "MACHINE", "PARTITION_SHAPES", "Fault", "partition"]

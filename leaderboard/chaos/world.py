@@ -29,8 +29,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from leaderboard.chaos.network import Host, Network
 from leaderboard.config import Settings
 from leaderboard.devstack.components import Component
@@ -40,7 +38,6 @@ from leaderboard.devstack.process import StackError, signal_tree, spawn, stop_pi
 from leaderboard.devstack.stack import MARKER, Layout, Stack, read_state
 
 OPERATOR = "operator"
-MACHINE = "machine"  # the machine's own processes: Redis, API, broadcaster, the drill itself
 
 
 def world_settings(base: Settings, members: int) -> Settings:
@@ -214,10 +211,3 @@ class World:
                 return time.monotonic() - started
             await asyncio.sleep(0.25)
         return None
-
-    async def api_ready(self) -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=2) as client:
-                return (await client.get(f"{self.cluster.api_url}/readyz")).status_code == 200
-        except httpx.HTTPError:
-            return False
