@@ -13,7 +13,6 @@ direct client writes to the primary it is connected to.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ from leaderboard.chaos import history
 from leaderboard.chaos.faults import FAULTS, Fault
 from leaderboard.chaos.viewers import DIRECT_IDS, DirectWriter, Viewers, snapshot
 from leaderboard.chaos.world import World
-from leaderboard.operator.drill import Load
+from leaderboard.operator.drill import Load, timeline
 
 # Every action of the catalog, with valid data: fresh users land all over the ranking, so
 # the top 10 keeps changing for a while and the viewers have something to follow.
@@ -120,7 +119,7 @@ async def run(world: World, plan: Plan) -> Run:
     _fill_in(result, world, load)
     result.check = await _check(world, load, direct, viewers, result, first_primary)
     result.check.details += result.errors
-    result.timeline = _timeline(load, result.started)
+    result.timeline = timeline(load, result.started, bucket_s=1.0)
     return result
 
 
@@ -289,13 +288,3 @@ async def _viewers_caught_up(world: World, viewers: Viewers, details: list[str])
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _timeline(load: Load, t0: float) -> list[tuple[float, int, int]]:
-    """Acknowledged and failed requests per second, from the first fault on."""
-    buckets: dict[float, list[int]] = {}
-    for _, _, ack in load.acks:
-        buckets.setdefault(float(math.floor(ack - t0)), [0, 0])[0] += 1
-    for t in load.failures:
-        buckets.setdefault(float(math.floor(t - t0)), [0, 0])[1] += 1
-    return [(t, ok, bad) for t, (ok, bad) in sorted(buckets.items())]

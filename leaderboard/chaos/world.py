@@ -35,7 +35,7 @@ from leaderboard.devstack.components import Component
 from leaderboard.devstack.ports import free_ports
 from leaderboard.devstack.postgres import Member
 from leaderboard.devstack.process import StackError, signal_tree, spawn, stop_pid, wait_for
-from leaderboard.devstack.stack import MARKER, Layout, Stack, read_state
+from leaderboard.devstack.stack import MARKER, Layout, Stack, read_state, sync_streaming
 
 OPERATOR = "operator"
 
@@ -183,17 +183,12 @@ class World:
         except Exception:  # refused, timed out, starting: not healthy yet
             return False
         try:
-            rows = await conn.fetch(
-                "SELECT application_name FROM pg_stat_replication "
-                "WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')",
-                timeout=2,
-            )
+            streaming = await sync_streaming(conn, timeout=2)
         except Exception:
             return False
         finally:
             conn.terminate()
-        others = {m.name for m in stack.members} - {primary.name}
-        if not others <= {r["application_name"] for r in rows}:
+        if not {m.name for m in stack.members} - {primary.name} <= streaming:
             return False
         for component in stack.components:
             try:

@@ -312,11 +312,7 @@ class Stack:
             for member in self.members:
                 if (why := member.exited_early()) is not None:
                     raise StackError(why)
-            rows = await conn.fetch(
-                "SELECT application_name FROM pg_stat_replication "
-                "WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')"
-            )
-            return expected <= {r["application_name"] for r in rows}
+            return expected <= await sync_streaming(conn)
 
         try:
             await wait_for(all_streaming, timeout=60, what="standbys to stream synchronously")
@@ -372,6 +368,16 @@ class Stack:
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         tmp.replace(self.state_path)
+
+
+async def sync_streaming(conn: asyncpg.Connection, timeout: float | None = None) -> set[str]:
+    """The standbys streaming from the primary behind ``conn`` as synchronous candidates."""
+    rows = await conn.fetch(
+        "SELECT application_name FROM pg_stat_replication "
+        "WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')",
+        timeout=timeout,
+    )
+    return {r["application_name"] for r in rows}
 
 
 def read_state(run_dir: Path) -> dict[str, Any] | None:

@@ -257,7 +257,7 @@ async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillR
         demoted_acks=demoted,
         rejoined_s=rejoined_s,
         fault_at=fault_at,
-        timeline=_timeline(load, fault_at),
+        timeline=timeline(load, fault_at),
     )
 
 
@@ -283,13 +283,13 @@ def _since(at: float | None, t0: float) -> float | None:
     return None if at is None else round(at - t0, 3)
 
 
-def _timeline(load: Load, t0: float) -> list[tuple[float, int, int]]:
-    """Acknowledged and failed requests per 0.5 s, relative to the fault."""
+def timeline(load: Load, t0: float, bucket_s: float = 0.5) -> list[tuple[float, int, int]]:
+    """Acknowledged and failed requests per ``bucket_s``, relative to ``t0`` (the fault)."""
     buckets: dict[float, list[int]] = {}
     for _, _, ack in load.acks:
-        buckets.setdefault(round((ack - t0) * 2) / 2, [0, 0])[0] += 1
+        buckets.setdefault(round((ack - t0) / bucket_s) * bucket_s, [0, 0])[0] += 1
     for t in load.failures:
-        buckets.setdefault(round((t - t0) * 2) / 2, [0, 0])[1] += 1
+        buckets.setdefault(round((t - t0) / bucket_s) * bucket_s, [0, 0])[1] += 1
     return [(t, ok, bad) for t, (ok, bad) in sorted(buckets.items())]
 
 
