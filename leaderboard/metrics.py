@@ -25,7 +25,14 @@ REJECTED = Counter(
 RATE_LIMITED = Counter(
     "leaderboard_rate_limited_total", "Requests refused by the rate limit", ["backend"]
 )
-TOP10_CHANGES = Counter("leaderboard_top10_changes_total", "Top-10 membership changes published")
+TOP10_CHANGES = Counter(
+    "leaderboard_top10_changes_total", "Top-10 membership changes published", ["board"]
+)
+SEASON_RESETS = Counter(
+    "leaderboard_season_resets_total",
+    "Season starts this process announced (every process does; the first one publishes)",
+    ["board"],
+)
 REDIS_FALLBACKS = Counter(
     "leaderboard_redis_fallbacks_total",
     "Operations that fell back because Redis was unreachable",

@@ -1,19 +1,12 @@
-"""The score-update flow and the reads, independent of HTTP.
+"""The score-update flow and the reads, independent of HTTP, for every board.
 
 PostgreSQL is the source of truth; Redis is a fast, rebuildable view of it. Every Redis call is
 guarded: when Redis fails, completions still commit (rank comes back as null), the rate limit
 falls back to this process, reads answer from PostgreSQL, and once Redis answers again the
-ranking is rebuilt from PostgreSQL (one rebuild at a time across all API processes).
+rankings are rebuilt from PostgreSQL (:mod:`leaderboard.repair`).
 
-A completion whose award failed on a timeout may still commit: its commit may be waiting for
-the synchronous standby (it becomes visible once the standby confirms it, or once the wait is
-cancelled). Such completions are looked for in PostgreSQL every second for a while, and put
-into the ranking when they show up, so that the ranking does not miss them.
-
-A process killed between a commit and its Redis update leaves nothing to look for: its
-successor (every API process, at start) compares the scores reached in the last
-``CATCH_UP_S`` with the ranking and records what it lacks (found by the chaos campaign:
-a kill -9 of the API left a committed completion out of Redis for good).
+A completion counts on the all-time board and on the current season of every board that
+counts its action (one transaction); its Redis update is one script call for all of them.
 """
 
 from __future__ import annotations
@@ -29,6 +22,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from leaderboard import metrics
+from leaderboard.boards import ALL_TIME, Season
 from leaderboard.cache.errors import REDIS_ERRORS
 from leaderboard.cache.keys import Keys
 from leaderboard.cache.pipe import RedisPipe
@@ -37,28 +31,20 @@ from leaderboard.cache.ranking import (
     Entry,
     Ranking,
     RankingRangeError,
+    Recorded,
+    Update,
     UserView,
-    decode,
 )
 from leaderboard.cache.ratelimit import Decision, LocalRateLimiter, RedisRateLimiter
 from leaderboard.catalog import Catalog
 from leaderboard.db import scores
-from leaderboard.db.awards import AwardBatcher, Completion, committed_scores
+from leaderboard.db.awards import AwardBatcher, Completion
 from leaderboard.db.pool import Database, DatabaseUnavailable
 from leaderboard.errors import AppError, unavailable
+from leaderboard.repair import CATCH_UP_S, Repair
+from leaderboard.seasonclock import SeasonClock
 
 log = logging.getLogger("leaderboard.scoring")
-
-
-UNCERTAIN_MAX = 10_000  # completions with an unknown outcome followed at once
-UNCERTAIN_TTL_S = 300.0  # how long one is looked for
-CATCH_UP_S = 300.0  # at start: scores reached this recently are checked against the ranking
-CATCH_UP_SQL = """
-SELECT user_id, score, reached_seq FROM scores
- WHERE reached_at > now() - make_interval(secs => $1)
-"""
-
-_REBUILD_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, DatabaseUnavailable)
 
 
 class RedisBreaker:
@@ -121,28 +107,34 @@ class Leaderboard:
         self.around = around
         # (read at, top 10, its JSON response body) from Redis; reused for top_cache_s.
         self._top_cache: tuple[float, list[Entry], bytes] | None = None
-        self._rebuild: asyncio.Task[None] | None = None
-        self._recover: asyncio.Task[None] | None = None
-        self._catch_up: asyncio.Task[int] | None = None
-        # A completion committed while Redis was unreachable: the ranking misses it.
-        self._ranking_stale = False
-        # (user, action) whose award failed with an unknown outcome -> when (monotonic).
-        self._uncertain: dict[tuple[str, str], float] = {}
+        self.repair = Repair(db, self.ranking, self.record, list(catalog.boards))
+        self.seasons = SeasonClock(db, self._announce)
+        self._tasks: list[asyncio.Task[Any]] = []
 
     # -- lifecycle
 
-    def start(self) -> None:
-        self._recover = asyncio.create_task(self._recover_loop(), name="ranking-recover")
-        self._catch_up = asyncio.create_task(self.catch_up(CATCH_UP_S), name="ranking-catch-up")
-        self.schedule_rebuild()
+    async def start(self) -> None:
+        await self.seasons.refresh()
+        self._tasks = [
+            asyncio.create_task(self.repair.run(), name="ranking-repair"),
+            asyncio.create_task(self.seasons.run(), name="season-clock"),
+            asyncio.create_task(self.catch_up(CATCH_UP_S), name="ranking-catch-up"),
+        ]
+        self.repair.schedule_all()
 
     async def stop(self) -> None:
         await self.awards.close()
-        for task in (self._recover, self._rebuild, self._catch_up):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.repair.stop()
+
+    async def catch_up(self, window_s: float) -> int:
+        return await self.repair.catch_up(window_s)
+
+    def schedule_rebuild(self, board: str = ALL_TIME) -> None:
+        self.repair.schedule_rebuild(board)
 
     # -- redis guard
 
@@ -184,7 +176,7 @@ class Leaderboard:
             )
         except DatabaseUnavailable as exc:
             metrics.DB_UNAVAILABLE.inc()
-            self._outcome_unknown(user_id, action_id)
+            self.repair.outcome_unknown(user_id, action_id)
             raise unavailable("the database") from exc
         if not result.known_action:  # in our catalog file but not active in the database
             raise _rejected(400, "unknown_action", f"there is no action {action_id!r}")
@@ -197,32 +189,47 @@ class Leaderboard:
         assert result.score is not None and result.reached_seq is not None
         metrics.COMPLETIONS.labels(action_id).inc()
         metrics.POINTS.inc(result.awarded)
-        rank = await self._record(user_id, result.score, result.reached_seq)
+        updates = [Update(ALL_TIME, 1, result.score, result.reached_seq)]
+        updates += [Update(b.board, b.season, b.score, b.reached_seq) for b in result.boards]
+        recorded = await self.record(user_id, updates)
+        rank = None
+        if recorded is not None and recorded.ranking_ready:
+            rank = recorded.rank  # a rank from an incomplete sorted set would be wrong
         return Completed(user_id, action_id, result.awarded, result.score, rank)
 
-    async def _record(self, user_id: str, score: int, reached_seq: int) -> int | None:
-        """Update the Redis ranking after the commit; the rank, or None if Redis cannot tell."""
+    async def record(self, user_id: str, updates: list[Update]) -> Recorded | None:
+        """Update the Redis rankings after the commit (None if Redis cannot take it)."""
         if not self.breaker.usable():
-            self._ranking_stale = True
+            self.repair.stale = True
             metrics.REDIS_FALLBACKS.labels("record").inc()
             return None
         try:
-            recorded = await self.ranking.record(user_id, score, reached_seq)
+            recorded = await self.ranking.record(user_id, updates)
         except REDIS_ERRORS as exc:
-            self._ranking_stale = True
+            self.repair.stale = True
             self._redis_failed("record", exc)
             return None
         except RankingRangeError:
-            log.error("score %d of %r is outside the exact ranking range", score, user_id)
+            log.error("a score of %r is outside the exact ranking range: %s", user_id, updates)
             return None
-        if recorded.published_seq is not None:
-            metrics.TOP10_CHANGES.inc()
+        for board, published, ready in recorded.boards:
+            if published is not None:
+                metrics.TOP10_CHANGES.labels(board).inc()
+            if not ready:
+                self.schedule_rebuild(board)
         if recorded.rank is not None and recorded.rank <= 10:
             self._top_cache = None  # read-your-writes for this process's own clients
-        if not recorded.ranking_ready:
-            self.schedule_rebuild()
-            return None  # a rank from an incomplete sorted set would be wrong
-        return recorded.rank
+        return recorded
+
+    async def _announce(self, board: str, season: int) -> None:
+        """A season starts: publish the board's new (empty) top 10."""
+        try:
+            seq = await self.ranking.publish_if_changed(board, season)
+        except REDIS_ERRORS as exc:  # the first completion of the season will switch it
+            self._redis_failed("reset", exc)
+            return
+        if seq is not None:
+            metrics.TOP10_CHANGES.labels(board).inc()
 
     # -- reads
 
@@ -230,45 +237,82 @@ class Leaderboard:
         return (await self._top())[0]
 
     async def top_body(self) -> bytes:
-        """``{"top": [...]}`` serialised, reused with the cached top 10."""
+        """``{"top": [...]}`` of the all-time board serialised, reused with the cached top 10."""
         return (await self._top())[1]
 
     async def _top(self) -> tuple[list[Entry], bytes]:
         cached = self._top_cache
         if cached is not None and time.monotonic() - cached[0] < self.top_cache_s:
             return cached[1], cached[2]
-        if self.breaker.usable():
-            try:
-                top = await self.ranking.top()
-            except REDIS_ERRORS as exc:
-                self._redis_failed("top", exc)
+        _, top, from_redis = await self._page(ALL_TIME, None, None, 10)
+        body = orjson.dumps({"top": top})
+        if from_redis:  # PostgreSQL's answer is not kept: Redis is back soon, or it is not
+            self._top_cache = (time.monotonic(), top, body)
+        return top, body
+
+    async def page(
+        self,
+        board: str,
+        season: int | None,
+        after: tuple[int, int, int] | None,
+        limit: int,
+    ) -> tuple[int, list[Entry]]:
+        """``limit`` entries of a board's season (default: the current one) after the keyset
+        position ``after``: from Redis for the current season's first page, else from
+        PostgreSQL; (season, entries)."""
+        found, entries, _ = await self._page(board, season, after, limit)
+        return found, entries
+
+    async def _page(
+        self, board: str, season: int | None, after: tuple[int, int, int] | None, limit: int
+    ) -> tuple[int, list[Entry], bool]:
+        if season is None and after is None:
+            if self.breaker.usable():
+                try:
+                    page = await self.ranking.page(board, 0, limit)
+                except REDIS_ERRORS as exc:
+                    self._redis_failed("top", exc)
+                else:
+                    if page is not None:
+                        return page.season, page.entries, True
+                    self.schedule_rebuild(board)
             else:
-                if top is not None:
-                    body = orjson.dumps({"top": top})
-                    self._top_cache = (time.monotonic(), top, body)
-                    return top, body
-                self.schedule_rebuild()
-        else:
-            metrics.REDIS_FALLBACKS.labels("top").inc()
+                metrics.REDIS_FALLBACKS.labels("top").inc()
         try:
-            top = await scores.top(self.db)
+            season = season or await self._current_season(board)
+            found = await scores.page(self.db, scores.Source(board, season), after, limit)
         except DatabaseUnavailable as exc:
             metrics.DB_UNAVAILABLE.inc()
             raise unavailable("the leaderboard") from exc
-        return top, orjson.dumps({"top": top})
+        return season, found, False
 
-    async def user(self, user_id: str) -> UserView:
+    async def keyset(self, board: str, season: int, entry: Entry) -> tuple[int, int, int]:
+        """Where a page ending with ``entry`` ends, for the next page's cursor."""
+        try:
+            found = await scores.page_keys(self.db, scores.Source(board, season), entry)
+        except DatabaseUnavailable as exc:
+            metrics.DB_UNAVAILABLE.inc()
+            raise unavailable("the leaderboard") from exc
+        # The user moved since (a later completion): continue after its new position.
+        return found or (entry["score"], 0, entry["rank"])
+
+    async def user(
+        self, user_id: str, board: str = ALL_TIME, season: int | None = None
+    ) -> UserView:
         view: UserView | object | None = NOT_READY
-        if self.breaker.usable():
+        if season is None and self.breaker.usable():
             try:
-                view = await self.ranking.user(user_id, self.around)
+                view = await self.ranking.user(user_id, self.around, board)
             except REDIS_ERRORS as exc:
                 self._redis_failed("user", exc)
             if view is NOT_READY:
-                self.schedule_rebuild()
+                self.schedule_rebuild(board)
         if view is NOT_READY:
             try:
-                view = await scores.user_view(self.db, user_id, self.around)
+                season = season or await self._current_season(board)
+                view = await scores.user_view(
+                    self.db, user_id, self.around, scores.Source(board, season)
+                )
             except DatabaseUnavailable as exc:
                 metrics.DB_UNAVAILABLE.inc()
                 raise unavailable("the leaderboard") from exc
@@ -277,90 +321,26 @@ class Leaderboard:
         assert isinstance(view, UserView)
         return view
 
-    # -- keeping Redis in step with PostgreSQL
+    async def _current_season(self, board: str) -> int:
+        found = await scores.current_season(self.db, board)
+        if found is None:  # seasons are written a day ahead: only if nobody wrote them
+            raise unavailable(f"the current season of {board!r}")
+        return found
 
-    def schedule_rebuild(self) -> None:
-        if self._rebuild is None or self._rebuild.done():
-            self._rebuild = asyncio.create_task(self._rebuild_once(), name="ranking-rebuild")
-
-    async def _rebuild_once(self) -> None:
+    async def season(self, board: str, number: int | None) -> Season | None:
+        """A season's span (the current one by this process's clock if ``number`` is None)."""
+        if number is None:
+            return self.seasons.current(board)
+        if board == ALL_TIME:
+            return self.seasons.current(board) if number == 1 else None
+        for known in self.seasons.schedule.get(board, []):
+            if known.number == number:
+                return known
         try:
-            if await self.client.hget(self.ranking.keys.top10, "ranking") == b"ready":
-                return
-            done = await self.ranking.rebuild(scores.all_scores(self.db))
-        except _REBUILD_ERRORS as exc:
-            log.warning("ranking rebuild failed: %s", exc)
-            metrics.REBUILDS.labels("failed").inc()
-            self._ranking_stale = True  # try again once both are back
-            return
-        metrics.REBUILDS.labels("done" if done else "elsewhere").inc()
-        if done:
-            log.info("ranking rebuilt from PostgreSQL")
-
-    async def catch_up(self, window_s: float, batch: int = 1000) -> int:
-        """Record the scores reached in the last ``window_s`` that the ranking lacks or holds
-        lower (idempotent: the update keeps the higher score); how many were recorded."""
-        try:
-            rows = await self.db.fetch(CATCH_UP_SQL, window_s)
-            recorded = 0
-            for i in range(0, len(rows), batch):
-                chunk = rows[i : i + batch]
-                held = await self.client.zmscore(
-                    self.ranking.keys.scores, [r["user_id"] for r in chunk]
-                )
-                for row, composite in zip(chunk, held, strict=True):
-                    if composite is None or decode(composite) < row["score"]:
-                        await self._record(row["user_id"], row["score"], row["reached_seq"])
-                        recorded += 1
-        except _REBUILD_ERRORS as exc:  # a rebuild follows once both answer again
-            log.warning("ranking catch-up failed: %s", exc)
-            self._ranking_stale = True
-            return 0
-        if recorded:
-            log.info("ranking catch-up: recorded %d scores the ranking lacked", recorded)
-        return recorded
-
-    def _outcome_unknown(self, user_id: str, action_id: str) -> None:
-        if len(self._uncertain) >= UNCERTAIN_MAX:
-            self._ranking_stale = True  # too many to follow one by one: rebuild instead
-            return
-        self._uncertain.setdefault((user_id, action_id), time.monotonic())
-
-    async def _reconcile(self) -> None:
-        """Put into the ranking the uncertain completions that turned out committed; forget
-        those still absent after ``UNCERTAIN_TTL_S`` (rolled back, or lost with a primary)."""
-        pending = list(self._uncertain)
-        try:
-            found = await committed_scores(self.db, pending)
-        except DatabaseUnavailable:
-            return  # still down: next round
-        for (user_id, action_id), score, reached_seq in found:
-            del self._uncertain[user_id, action_id]
-            # ZADD GT: if a later completion already recorded a higher score, a no-op.
-            await self._record(user_id, score, reached_seq)
-            metrics.UNCERTAIN.labels("committed").inc()
-        expired = time.monotonic() - UNCERTAIN_TTL_S
-        for key in [k for k, at in self._uncertain.items() if at < expired]:
-            del self._uncertain[key]
-            metrics.UNCERTAIN.labels("absent").inc()
-
-    async def _recover_loop(self, interval_s: float = 1.0) -> None:
-        """Read back uncertain completions; once Redis answers again after completions it
-        missed, rebuild the ranking."""
-        while True:
-            await asyncio.sleep(interval_s)
-            if self._uncertain:
-                await self._reconcile()
-            if not self._ranking_stale:
-                continue
-            try:
-                await self.client.ping()
-                self._ranking_stale = False
-                await self.ranking.invalidate()  # reads use PostgreSQL until the rebuild ends
-            except REDIS_ERRORS:
-                self._ranking_stale = True
-                continue
-            self.schedule_rebuild()
+            return await scores.season(self.db, board, number)
+        except DatabaseUnavailable as exc:
+            metrics.DB_UNAVAILABLE.inc()
+            raise unavailable("the leaderboard") from exc
 
 
 def _rejected(status: int, code: str, message: str) -> AppError:

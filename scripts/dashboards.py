@@ -66,7 +66,7 @@ API: list[Panel] = [
     ),
     (
         "Top-10 changes/min",
-        [(f"sum(rate(leaderboard_top10_changes_total{RATE})) * 60", "changes")],
+        [(f"sum by (board) (rate(leaderboard_top10_changes_total{RATE})) * 60", "{{board}}")],
         "short",
     ),
     (

@@ -89,12 +89,12 @@ async def empty_board(api: Api, stack: Stack) -> Api:
     """No scores anywhere, and a ready (empty) ranking in Redis."""
     conn = await asyncpg.connect(stack.database_url(stack.members[0]))
     try:
-        await conn.execute("TRUNCATE scores, completions")
+        await conn.execute("TRUNCATE scores, completions, board_scores")
     finally:
         await conn.close()
     keys = api.services.leaderboard.ranking.keys
     await api.services.redis.delete(keys.scores, keys.top10)
-    assert await api.services.leaderboard.ranking.rebuild(_no_batches())
+    assert await api.services.leaderboard.ranking.rebuild("all-time", 1, _no_batches())
     return api
 
 

@@ -12,7 +12,7 @@ from leaderboard import __version__
 from leaderboard.api import errors
 from leaderboard.api.fastpath import FastPaths
 from leaderboard.api.middleware import MetricsMiddleware
-from leaderboard.api.routes import actions, health, leaderboard
+from leaderboard.api.routes import actions, boards, health, leaderboard
 from leaderboard.api.services import Services
 from leaderboard.catalog import Catalog, load_catalog
 from leaderboard.config import Settings, load_settings
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(FastPaths)
     app.add_middleware(MetricsMiddleware)  # added last: outermost, so it times the fast path
-    for module in (actions, leaderboard, health):
+    for module in (actions, leaderboard, boards, health):
         app.include_router(module.router)
     _document_catalog(app, catalog)
     return app

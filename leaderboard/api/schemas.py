@@ -46,6 +46,44 @@ class ActionInfo(BaseModel):
     description: str
     points: int
     data: dict[str, Any] | None = Field(description="JSON Schema of `data`; null: no data")
+    repeat: str | int | dict[str, str] = Field(
+        description="once, hourly, daily, weekly, a number of seconds, or {season: board}"
+    )
+
+
+class SeasonInfo(BaseModel):
+    number: int
+    startsAt: str | None = Field(description="ISO 8601; null: since the beginning")
+    endsAt: str | None = Field(description="ISO 8601, exclusive; null: never ends")
+
+
+class BoardInfo(BaseModel):
+    id: str
+    title: str
+    actions: str | list[str] = Field(description='"all", or the action ids that count')
+    reset: str = Field(description='"never", or a cron expression')
+    timezone: str
+    season: SeasonInfo | None
+
+
+class BoardsResponse(BaseModel):
+    boards: list[BoardInfo]
+
+
+class BoardPage(BaseModel):
+    board: str
+    season: SeasonInfo
+    entries: list[Entry]
+    nextCursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
+
+
+class BoardUserResponse(BaseModel):
+    board: str
+    season: SeasonInfo
+    userId: str
+    score: int
+    rank: int
+    around: list[Entry]
 
 
 class CatalogResponse(BaseModel):

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from leaderboard import endpoints
 from leaderboard.auth import Verifier
+from leaderboard.boards import declare_boards
 from leaderboard.cache.keys import Keys
 from leaderboard.cache.pipe import RedisPipe
 from leaderboard.cache.ranking import MAX_SCORE
@@ -69,7 +70,7 @@ class Services:
             around=settings.around,
             award_batches=settings.db_award_batches,
         )
-        board.start()
+        await board.start()
         return cls(settings, catalog, db, client, pipe, Verifier(settings), board)
 
     async def stop(self) -> None:
@@ -97,6 +98,7 @@ async def _prepare_database(dsn: str, catalog: Catalog, timeout_s: float) -> Non
         applied = await migrate(conn)
         if applied:
             log.info("applied migrations %s", ", ".join(applied))
+        await declare_boards(conn, catalog.seasonal)  # before the actions: repeat_board refers
         await upsert_catalog(conn, catalog)
     finally:
         await conn.close()

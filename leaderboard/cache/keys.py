@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from leaderboard.boards import ALL_TIME
+
 
 class Script(Protocol):
     """A Lua script bound to a connection: redis-py's ``AsyncScript`` or a ``PipeScript``."""
@@ -14,6 +16,16 @@ class Script(Protocol):
 
 
 ScriptFactory = Callable[[str], Script]
+
+
+@dataclass(frozen=True)
+class BoardKeys:
+    """One board's keys: the same four for every board (one mechanism)."""
+
+    scores: str  # sorted set of the current season
+    top10: str  # hash: members, seq, message, ranking, season
+    updates: str  # pub/sub channel
+    rebuild_lock: str
 
 
 @dataclass(frozen=True)
@@ -28,7 +40,8 @@ class Keys:
     @property
     def top10(self) -> str:
         """Hash: ``members`` (last published membership), ``seq``, ``message`` (last published
-        message), ``ranking`` (= ``ready`` once the sorted set holds every user)."""
+        message), ``ranking`` (= ``ready`` once the sorted set holds every user), ``season``
+        (the season the sorted set holds)."""
         return f"{self.prefix}leaderboard:top10"
 
     @property
@@ -39,6 +52,14 @@ class Keys:
     @property
     def rebuild_lock(self) -> str:
         return f"{self.prefix}leaderboard:rebuild-lock"
+
+    def board(self, board_id: str) -> BoardKeys:
+        """The all-time board keeps the documented names; every other board
+        ``leaderboard:board:{id}:...``."""
+        if board_id == ALL_TIME:
+            return BoardKeys(self.scores, self.top10, self.updates, self.rebuild_lock)
+        base = f"{self.prefix}leaderboard:board:{board_id}:"
+        return BoardKeys(f"{base}scores", f"{base}top10", f"{base}updates", f"{base}rebuild-lock")
 
     def ratelimit(self, user_id: str) -> str:
         return f"{self.prefix}ratelimit:{user_id}"

@@ -25,6 +25,7 @@ from typing import Any, TypedDict
 
 import redis.asyncio as aioredis
 
+from leaderboard.boards import ALL_TIME
 from leaderboard.cache.keys import Keys, ScriptFactory
 
 SCORE_BITS = 20
@@ -55,66 +56,114 @@ def decode(composite: bytes | str | float) -> int:
     return int(float(composite)) >> SEQ_BITS
 
 
-# KEYS: scores, top10.  ARGV: channel, user ('' = no update), composite, seq unit.
-# Returns {rank (0-based) or false, published seq or 0, ranking ready 0/1}.
+# One call updates the user's entry on every board a completion counted for, and publishes
+# each board whose top-10 membership changed.
+# KEYS: scores_1, top10_1, scores_2, top10_2, ...  ARGV: user ('' = no update), seq unit, then
+# per board: channel, composite, season, board id.
+# Returns {rank on board 1 (0-based) or false, then per board: published seq or 0, ready 0/1}.
+#
+# Seasons: the hash remembers the season its sorted set holds. An update for a later season
+# is the reset: the old season's entries are dropped (archived seasons are read from
+# PostgreSQL), the new season starts complete ("ready") and its top 10 (empty, or the first
+# few users) is published even if that membership equals the last one. An update for an
+# earlier season (committed just before the reset, recorded just after) changes nothing here.
 _UPDATE = """
-local scores, top10, channel = KEYS[1], KEYS[2], ARGV[1]
-local user, unit = ARGV[2], tonumber(ARGV[4])
+local user, unit = ARGV[1], tonumber(ARGV[2])
 local rank = false
-if user ~= '' then
-  redis.call('ZADD', scores, 'GT', ARGV[3], user)
-  rank = redis.call('ZREVRANK', scores, user)
+local out = {false}
+for b = 1, #KEYS / 2 do
+  local scores, top10 = KEYS[2 * b - 1], KEYS[2 * b]
+  local a = 2 + 4 * (b - 1)
+  local channel, composite, season, board = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]),
+    ARGV[a + 4]
+  local current = tonumber(redis.call('HGET', top10, 'season') or '0')
+  if season < current then
+    out[#out + 1] = 0
+    out[#out + 1] = 1
+  else
+    local reset = current > 0 and season > current
+    if reset then
+      redis.call('DEL', scores)
+      redis.call('HSET', top10, 'ranking', 'ready')
+    end
+    if season ~= current then redis.call('HSET', top10, 'season', season) end
+    if user ~= '' then
+      redis.call('ZADD', scores, 'GT', composite, user)
+      if b == 1 then rank = redis.call('ZREVRANK', scores, user) end
+    end
+    local ready = redis.call('HGET', top10, 'ranking') == 'ready' and 1 or 0
+    local top = redis.call('ZREVRANGE', scores, 0, 9, 'WITHSCORES')
+    local ids = {}
+    for i = 1, #top, 2 do ids[#ids + 1] = top[i] end
+    table.sort(ids)
+    local membership = table.concat(ids, '\\n')
+    -- Unchanged membership publishes nothing, except the very first state (an empty board
+    -- has one too: broadcasters then hand viewers its seq, and the first real change is
+    -- seq+1 for them, not a gap from 0 to the clock) and a reset.
+    if not reset and membership == (redis.call('HGET', top10, 'members') or '')
+        and redis.call('HEXISTS', top10, 'seq') == 1 then
+      out[#out + 1] = 0
+      out[#out + 1] = ready
+    else
+      local now = redis.call('TIME')
+      local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+      if redis.call('HEXISTS', top10, 'seq') == 0 then
+        -- seq starts from the clock, so a Redis that lost its data never goes back in seq
+        redis.call('HSET', top10, 'seq', now_ms)
+      end
+      local seq = redis.call('HINCRBY', top10, 'seq', 1)
+      local entries = {}
+      for i = 1, #top, 2 do
+        local score = math.floor(tonumber(top[i + 1]) / unit)
+        entries[#entries + 1] = string.format('{"rank":%d,"userId":%s,"score":%d}',
+          (i + 1) / 2, cjson.encode(top[i]), score)
+      end
+      local message = string.format(
+        '{"type":"top10","seq":%d,"board":%s,"season":%d,"top":[%s],"ts":%d}',
+        seq, cjson.encode(board), season, table.concat(entries, ','), now_ms)
+      redis.call('HSET', top10, 'members', membership, 'message', message)
+      redis.call('PUBLISH', channel, message)
+      out[#out + 1] = seq
+      out[#out + 1] = ready
+    end
+  end
 end
-local ready = redis.call('HGET', top10, 'ranking') == 'ready' and 1 or 0
-local top = redis.call('ZREVRANGE', scores, 0, 9, 'WITHSCORES')
-local ids = {}
-for i = 1, #top, 2 do ids[#ids + 1] = top[i] end
-table.sort(ids)
-local membership = table.concat(ids, '\\n')
--- Unchanged membership publishes nothing, except the very first state (an empty board
--- has one too): broadcasters then hand viewers its seq, and the first real change is seq+1
--- for them, not a gap from 0 to the clock.
-if membership == (redis.call('HGET', top10, 'members') or '')
-    and redis.call('HEXISTS', top10, 'seq') == 1 then
-  return {rank, 0, ready}
-end
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-if redis.call('HEXISTS', top10, 'seq') == 0 then
-  -- seq starts from the clock, so a Redis that lost its data never goes back in seq
-  redis.call('HSET', top10, 'seq', now_ms)
-end
-local seq = redis.call('HINCRBY', top10, 'seq', 1)
-local entries = {}
-for i = 1, #top, 2 do
-  local score = math.floor(tonumber(top[i + 1]) / unit)
-  entries[#entries + 1] = string.format('{"rank":%d,"userId":%s,"score":%d}',
-    (i + 1) / 2, cjson.encode(top[i]), score)
-end
-local message = string.format('{"type":"top10","seq":%d,"top":[%s],"ts":%d}',
-  seq, table.concat(entries, ','), now_ms)
-redis.call('HSET', top10, 'members', membership, 'message', message)
-redis.call('PUBLISH', channel, message)
-return {rank, seq, ready}
+out[1] = rank
+return out
 """
 
-# KEYS: scores, top10.  Returns {ready 0/1, member, composite, member, composite, ...}.
+# KEYS: scores, top10.  ARGV: season.  The end of a rebuild: the ranking is complete if the
+# sorted set still holds that season; else (a reset came in between, and the rebuild may
+# have added the old season's entries) it is emptied and stays incomplete.
+_READY = """
+if tonumber(redis.call('HGET', KEYS[2], 'season') or '0') == tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[2], 'ranking', 'ready')
+  return 1
+end
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], 'ranking')
+return 0
+"""
+
+# KEYS: scores, top10.  ARGV: first, last (0-based ranks).
+# Returns {0} (not ready) or {1, season, {member, composite, member, composite, ...}}.
 _TOP = """
 if redis.call('HGET', KEYS[2], 'ranking') ~= 'ready' then return {0} end
-local top = redis.call('ZREVRANGE', KEYS[1], 0, 9, 'WITHSCORES')
-table.insert(top, 1, 1)
-return top
+return {1, tonumber(redis.call('HGET', KEYS[2], 'season') or '1'),
+  redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES')}
 """
 
 # KEYS: scores, top10.  ARGV: user, radius.
-# Returns {0} (not ready), {1} (unknown user) or {1, rank0, first0, {member, composite, ...}}.
+# Returns {0} (not ready), {1, season} (unknown user) or
+# {1, season, rank0, first0, {member, composite, ...}}.
 _USER = """
 if redis.call('HGET', KEYS[2], 'ranking') ~= 'ready' then return {0} end
+local season = tonumber(redis.call('HGET', KEYS[2], 'season') or '1')
 local rank = redis.call('ZREVRANK', KEYS[1], ARGV[1])
-if not rank then return {1} end
+if not rank then return {1, season} end
 local first = math.max(rank - tonumber(ARGV[2]), 0)
-return {1, rank, first, redis.call('ZREVRANGE', KEYS[1], first, rank + tonumber(ARGV[2]),
-  'WITHSCORES')}
+return {1, season, rank, first, redis.call('ZREVRANGE', KEYS[1], first,
+  rank + tonumber(ARGV[2]), 'WITHSCORES')}
 """
 
 # KEYS: lock.  ARGV: token.  Delete the lock only if we still hold it.
@@ -125,10 +174,22 @@ return 0
 
 
 @dataclass(frozen=True)
+class Update:
+    """One board's part of a ranking update: the user's score on that board's season."""
+
+    board: str
+    season: int
+    score: int
+    reached_seq: int
+
+
+@dataclass(frozen=True)
 class Recorded:
-    rank: int | None  # 1-based
-    published_seq: int | None  # the seq of the broadcast this update caused, if any
-    ranking_ready: bool
+    rank: int | None  # 1-based, on the first board updated
+    published_seq: int | None  # the seq of the first board's broadcast this caused, if any
+    ranking_ready: bool  # the first board's
+    # Per board updated: (board, published seq or None, ranking ready).
+    boards: tuple[tuple[str, int | None, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,6 +198,13 @@ class UserView:
     score: int
     rank: int
     around: list[Entry]
+    season: int = 1
+
+
+@dataclass(frozen=True)
+class Page:
+    season: int
+    entries: list[Entry]
 
 
 NOT_READY = object()
@@ -155,7 +223,8 @@ def _text(value: bytes | str) -> str:
 
 class Ranking:
     """``client`` (redis-py) serves the rare operations; ``scripts`` makes the hot-path
-    scripts (by default redis-py's, in the API a :class:`~leaderboard.cache.pipe.RedisPipe`)."""
+    scripts (by default redis-py's, in the API a :class:`~leaderboard.cache.pipe.RedisPipe`).
+    Every board's ranking is the same keys (:meth:`Keys.board`) and the same scripts."""
 
     def __init__(
         self, client: aioredis.Redis, keys: Keys, scripts: ScriptFactory | None = None
@@ -166,68 +235,111 @@ class Ranking:
         self._update = make(_UPDATE)
         self._top = make(_TOP)
         self._user = make(_USER)
+        self._ready = client.register_script(_READY)
         self._unlock = client.register_script(_UNLOCK)
 
-    async def record(self, user_id: str, score: int, reached_seq: int) -> Recorded:
-        composite = encode(score, reached_seq)
-        rank, seq, ready = await self._update(
-            keys=[self.keys.scores, self.keys.top10],
-            args=[self.keys.updates, user_id, composite, SEQ_UNIT],
-        )
-        return Recorded(
-            rank=None if rank is None else int(rank) + 1,
-            published_seq=int(seq) or None,
-            ranking_ready=bool(ready),
-        )
+    async def record(self, user_id: str, updates: list[Update]) -> Recorded:
+        """Record the user's new score on each board (the first one's rank is returned)."""
+        keys: list[str] = []
+        args: list[str | int] = [user_id, SEQ_UNIT]
+        for u in updates:
+            board = self.keys.board(u.board)
+            keys += [board.scores, board.top10]
+            args += [board.updates, encode(u.score, u.reached_seq), u.season, u.board]
+        return _recorded(await self._update(keys=keys, args=args), [u.board for u in updates])
 
-    async def publish_if_changed(self) -> int | None:
-        _, seq, _ = await self._update(
-            keys=[self.keys.scores, self.keys.top10], args=[self.keys.updates, "", 0, SEQ_UNIT]
+    async def publish_if_changed(self, board_id: str = ALL_TIME, season: int = 1) -> int | None:
+        """Publish the board's top 10 if its membership changed (or ``season`` starts)."""
+        board = self.keys.board(board_id)
+        reply = await self._update(
+            keys=[board.scores, board.top10],
+            args=["", SEQ_UNIT, board.updates, 0, season, board_id],
         )
-        return int(seq) or None
+        return _recorded(reply, [board_id]).published_seq
 
-    async def top(self) -> list[Entry] | None:
+    async def top(self, board_id: str = ALL_TIME) -> list[Entry] | None:
         """The top 10, or None if the ranking is not (yet) complete in Redis."""
-        reply = await self._top(keys=[self.keys.scores, self.keys.top10])
+        page = await self.page(board_id, 0, TOP_N)
+        return None if page is None else page.entries
+
+    async def page(self, board_id: str, offset: int, limit: int) -> Page | None:
+        """Ranks ``offset + 1`` to ``offset + limit`` of the season Redis holds, or None if the
+        ranking is not (yet) complete in Redis."""
+        board = self.keys.board(board_id)
+        reply = await self._top(keys=[board.scores, board.top10], args=[offset, offset + limit - 1])
         if not int(reply[0]):
             return None
-        return _entries(reply[1:], 1)
+        return Page(int(reply[1]), _entries(reply[2], offset + 1))
 
-    async def user(self, user_id: str, radius: int) -> UserView | object | None:
+    async def user(
+        self, user_id: str, radius: int, board_id: str = ALL_TIME
+    ) -> UserView | object | None:
         """The user's rank and neighbours; None if unknown; NOT_READY if Redis cannot tell."""
-        reply = await self._user(keys=[self.keys.scores, self.keys.top10], args=[user_id, radius])
+        board = self.keys.board(board_id)
+        reply = await self._user(keys=[board.scores, board.top10], args=[user_id, radius])
         if not int(reply[0]):
             return NOT_READY
-        if len(reply) == 1:
+        if len(reply) == 2:
             return None
-        rank0, first0, flat = int(reply[1]), int(reply[2]), reply[3]
+        season, rank0, first0, flat = int(reply[1]), int(reply[2]), int(reply[3]), reply[4]
         around = _entries(flat, first0 + 1)
         me = around[rank0 - first0]
-        return UserView(user_id=user_id, score=me["score"], rank=rank0 + 1, around=around)
+        return UserView(user_id, me["score"], rank0 + 1, around, season)
+
+    async def season(self, board_id: str) -> int:
+        """The season the board's sorted set holds (0: none yet)."""
+        raw = await self.client.hget(self.keys.board(board_id).top10, "season")
+        return int(raw or 0)
+
+    async def is_ready(self, board_id: str) -> bool:
+        return await self.client.hget(self.keys.board(board_id).top10, "ranking") == b"ready"
 
     async def rebuild(
-        self, batches: AsyncIterator[list[tuple[str, int, int]]], *, lock_ttl_s: int = 120
+        self,
+        board_id: str,
+        season: int,
+        batches: AsyncIterator[list[tuple[str, int, int]]],
+        *,
+        lock_ttl_s: int = 120,
     ) -> bool:
-        """Reload every score from PostgreSQL; False if another process is already at it.
+        """Reload a board's season from PostgreSQL; False if another process is already at it
+        or the season ended meanwhile (the caller tries again).
 
         Concurrent completions keep writing while this runs; ``ZADD GT`` on both sides means
         the higher (newer) score wins whichever lands last. Reads go to PostgreSQL until the
         final ``ranking = ready`` flag is set.
         """
+        board = self.keys.board(board_id)
         token = secrets.token_hex(16)
-        if not await self.client.set(self.keys.rebuild_lock, token, nx=True, ex=lock_ttl_s):
+        if not await self.client.set(board.rebuild_lock, token, nx=True, ex=lock_ttl_s):
             return False
         try:
+            await self.publish_if_changed(board_id, season)  # the hash now holds this season
             async for batch in batches:
                 mapping = {user: encode(score, seq) for user, score, seq in batch}
                 if mapping:
-                    await self.client.zadd(self.keys.scores, mapping, gt=True)
-            await self.client.hset(self.keys.top10, "ranking", "ready")
-            await self.publish_if_changed()
+                    await self.client.zadd(board.scores, mapping, gt=True)
+            if not await self._ready(keys=[board.scores, board.top10], args=[season]):
+                return False
+            await self.publish_if_changed(board_id, season)
             return True
         finally:
-            await self._unlock(keys=[self.keys.rebuild_lock], args=[token])
+            await self._unlock(keys=[board.rebuild_lock], args=[token])
 
-    async def invalidate(self) -> None:
+    async def invalidate(self, board_id: str = ALL_TIME) -> None:
         """Mark the ranking incomplete (reads fall back to PostgreSQL until a rebuild)."""
-        await self.client.hdel(self.keys.top10, "ranking")
+        await self.client.hdel(self.keys.board(board_id).top10, "ranking")
+
+
+def _recorded(reply: list[Any], boards: list[str]) -> Recorded:
+    rank = reply[0]
+    per_board = tuple(
+        (board, int(reply[1 + 2 * i]) or None, bool(int(reply[2 + 2 * i])))
+        for i, board in enumerate(boards)
+    )
+    return Recorded(
+        rank=None if rank is None else int(rank) + 1,
+        published_seq=per_board[0][1],
+        ranking_ready=per_board[0][2],
+        boards=per_board,
+    )

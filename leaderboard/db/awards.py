@@ -39,19 +39,35 @@ def period_sql(repeat_s: str, at: str) -> str:
     )
 
 
+# The season of board ``board`` (an SQL expression) holding ``at``, on the database's clock.
+def season_sql(board: str, at: str) -> str:
+    return (
+        "(SELECT se.season FROM seasons se WHERE se.board_id = "  # noqa: S608 - constant fragments
+        f"{board} AND se.starts_at <= {at}"
+        f" AND (se.ends_at IS NULL OR {at} < se.ends_at) ORDER BY se.starts_at DESC LIMIT 1)"
+    )
+
+
 # One row per completion, in the order given. ON CONFLICT DO NOTHING makes a second completion
 # of an action (in the same period, for a repeatable one: the database's clock decides) a
 # no-op (a concurrent one waits for the first to commit, then does nothing); points come from
 # the actions table. A user completing several actions in one batch gets one
 # score update; each completion's `score` is what the user had right after it.
-AWARD_SQL = """
+#
+# The same points go to the current season of every board counting the action (board_score).
+# Lock order is the same in every batch (completions by user and action, then scores by user,
+# then board scores by board, season and user), so concurrent batches cannot deadlock: the
+# scalar subquery over `score` makes every score row written before the first board row.
+AWARD_SQL = (
+    """
 WITH req AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[])
         WITH ORDINALITY AS r (user_id, action_id, data, request_id, ord)
 ), completion AS (
     INSERT INTO completions (user_id, action_id, points, data, request_id, period)
     SELECT r.user_id, r.action_id, a.points, r.data, r.request_id,
-           {period}
+           CASE WHEN a.repeat_board IS NULL THEN {period}
+                ELSE coalesce({board_season}, 0) END
       FROM req r JOIN actions a ON a.id = r.action_id AND a.active
      ORDER BY r.user_id, r.action_id
     ON CONFLICT ON CONSTRAINT completions_once DO NOTHING
@@ -67,19 +83,55 @@ WITH req AS (
         reached_at = now(),
         completions = s.completions + EXCLUDED.completions
     RETURNING user_id, score, reached_seq
+), board_gained AS (
+    SELECT b.id AS board_id, {season} AS season, c.user_id, sum(c.points) AS points
+      FROM completion c
+      JOIN boards b ON b.active AND (b.action_ids IS NULL OR c.action_id = ANY (b.action_ids))
+     WHERE (SELECT count(*) FROM score) > 0
+     GROUP BY b.id, c.user_id
+), board_score AS (
+    INSERT INTO board_scores AS bs (board_id, season, user_id, score, reached_seq)
+    SELECT board_id, season, user_id, points, nextval('score_reached_seq')
+      FROM board_gained WHERE season IS NOT NULL ORDER BY board_id, season, user_id
+    ON CONFLICT (board_id, season, user_id) DO UPDATE SET
+        score = bs.score + EXCLUDED.score,
+        reached_seq = EXCLUDED.reached_seq,
+        reached_at = now()
+    RETURNING board_id, season, user_id, score, reached_seq
+), standing AS (
+    SELECT user_id, array_agg(board_id ORDER BY board_id) AS boards,
+           array_agg(season ORDER BY board_id) AS seasons,
+           array_agg(score ORDER BY board_id) AS scores,
+           array_agg(reached_seq ORDER BY board_id) AS seqs
+      FROM board_score GROUP BY user_id
 )
 SELECT a.points AS action_points,
        c.points AS awarded,
        s.score - coalesce(sum(c.points) OVER (
            PARTITION BY r.user_id ORDER BY r.ord
            ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0) AS score,
-       s.reached_seq
+       s.reached_seq,
+       st.boards, st.seasons, st.scores AS board_scores, st.seqs AS board_seqs
   FROM req r
   LEFT JOIN actions a ON a.id = r.action_id AND a.active
   LEFT JOIN completion c USING (user_id, action_id)
   LEFT JOIN score s ON s.user_id = r.user_id AND c.user_id IS NOT NULL
+  LEFT JOIN standing st ON st.user_id = r.user_id AND c.user_id IS NOT NULL
  ORDER BY r.ord
 """.replace("{period}", period_sql("a.repeat_s", "now()"))
+    .replace("{board_season}", season_sql("a.repeat_board", "now()"))
+    .replace("{season}", season_sql("b.id", "now()"))
+)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A user's score on one board's season, right after an award (for the Redis ranking)."""
+
+    board: str
+    season: int
+    score: int
+    reached_seq: int
 
 
 @dataclass(frozen=True)
@@ -96,6 +148,8 @@ class Award:
     awarded: int | None  # None: this user had already completed this action (this period)
     score: int | None
     reached_seq: int | None
+    # The user's standing on every seasonal board that counted the award.
+    boards: tuple[Standing, ...] = ()
 
 
 async def award_many(db: Database, batch: list[Completion]) -> list[Award]:
@@ -113,23 +167,33 @@ async def award_many(db: Database, batch: list[Completion]) -> list[Award]:
             awarded=r["awarded"],
             score=r["score"],
             reached_seq=r["reached_seq"],
+            boards=_standings(r),
         )
         for r in rows
     ]
 
 
-async def committed_scores(
-    db: Database, completions: list[tuple[str, str]]
-) -> list[tuple[tuple[str, str], int, int]]:
-    """Of these (user, action) completions, those committed: ((user, action), score, seq)."""
+def _standings(row: asyncpg.Record) -> tuple[Standing, ...]:
+    if row["boards"] is None:
+        return ()
+    return tuple(
+        Standing(*values)
+        for values in zip(
+            row["boards"], row["seasons"], row["board_scores"], row["board_seqs"], strict=True
+        )
+    )
+
+
+async def committed(db: Database, completions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Of these (user, action) completions, those committed (in any period)."""
     rows = await db.fetch(
-        "SELECT c.user_id, c.action_id, s.score, s.reached_seq"
+        "SELECT DISTINCT c.user_id, c.action_id"
         " FROM unnest($1::text[], $2::text[]) AS q (user_id, action_id)"
-        " JOIN completions c USING (user_id, action_id) JOIN scores s USING (user_id)",
+        " JOIN completions c USING (user_id, action_id)",
         [user for user, _ in completions],
         [action for _, action in completions],
     )
-    return [((r["user_id"], r["action_id"]), r["score"], r["reached_seq"]) for r in rows]
+    return [(r["user_id"], r["action_id"]) for r in rows]
 
 
 _Pending = tuple[Completion, "asyncio.Future[Award]"]

@@ -1,51 +1,128 @@
-"""Scores in PostgreSQL, the source of truth: the ranking queries (the award transaction is
-in :mod:`leaderboard.db.awards`)."""
+"""Scores in PostgreSQL, the source of truth: the ranking queries, the same for every board
+(the award transaction is in :mod:`leaderboard.db.awards`).
+
+A board's season is a :class:`Source`: the all-time board is the ``scores`` table, every other
+board's season the rows of ``board_scores`` with that board and season. Order everywhere:
+``score DESC, reached_seq ASC`` (who reached a score first ranks higher), which both tables'
+ranking indexes serve.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
-from leaderboard.cache.ranking import Entry, UserView
+from leaderboard.boards import ALL_TIME, Season
+from leaderboard.cache.ranking import Entry, Update, UserView
+from leaderboard.db.awards import season_sql
 from leaderboard.db.pool import Database
 
-TOP_SQL = """
-SELECT user_id, score FROM scores ORDER BY score DESC, reached_seq ASC LIMIT $1
-"""
 
-USER_SQL = """
-SELECT s.score, s.reached_seq,
-       (SELECT count(*) FROM scores o
-         WHERE o.score > s.score OR (o.score = s.score AND o.reached_seq < s.reached_seq)) + 1
-       AS rank
-  FROM scores s WHERE s.user_id = $1
-"""
+@dataclass(frozen=True)
+class Source:
+    board: str = ALL_TIME
+    season: int = 1
 
-ABOVE_SQL = """
-SELECT user_id, score FROM scores
- WHERE score > $1 OR (score = $1 AND reached_seq < $2)
- ORDER BY score ASC, reached_seq DESC LIMIT $3
-"""
-
-BELOW_SQL = """
-SELECT user_id, score FROM scores
- WHERE score < $1 OR (score = $1 AND reached_seq > $2)
- ORDER BY score DESC, reached_seq ASC LIMIT $3
-"""
+    def rows(self, first: int) -> tuple[str, list[Any]]:
+        """``FROM ... WHERE ...`` selecting this season's rows, its parameters numbered from
+        ``$first``."""
+        if self.board == ALL_TIME:
+            return "scores WHERE TRUE", []
+        return (
+            f"board_scores WHERE board_id = ${first} AND season = ${first + 1}",
+            [self.board, self.season],
+        )
 
 
-async def top(db: Database, n: int = 10) -> list[Entry]:
-    rows = await db.fetch(TOP_SQL, n)
-    return [{"rank": i, "userId": r["user_id"], "score": r["score"]} for i, r in enumerate(rows, 1)]
+async def top(db: Database, n: int = 10, source: Source | None = None) -> list[Entry]:
+    return await page(db, source or Source(), None, n)
 
 
-async def user_view(db: Database, user_id: str, radius: int) -> UserView | None:
+async def page(
+    db: Database, source: Source, after: tuple[int, int, int] | None, limit: int
+) -> list[Entry]:
+    """``limit`` entries after the entry (score, reached_seq, rank) ``after`` (keyset: a page
+    never repeats or skips an entry that did not move in between)."""
+    if after is None:
+        rows_sql, args = source.rows(2)
+        found = await db.fetch(
+            f"SELECT user_id, score FROM {rows_sql} ORDER BY score DESC, reached_seq LIMIT $1",
+            limit,
+            *args,
+        )
+        first_rank = 1
+    else:
+        score, seq, rank = after
+        rows_sql, args = source.rows(4)
+        found = await db.fetch(
+            f"SELECT user_id, score FROM {rows_sql}"
+            " AND (score < $1 OR (score = $1 AND reached_seq > $2))"
+            " ORDER BY score DESC, reached_seq LIMIT $3",
+            score,
+            seq,
+            limit,
+            *args,
+        )
+        first_rank = rank + 1
+    return [
+        {"rank": first_rank + i, "userId": r["user_id"], "score": r["score"]}
+        for i, r in enumerate(found)
+    ]
+
+
+async def page_keys(db: Database, source: Source, entry: Entry) -> tuple[int, int, int] | None:
+    """The keyset position (score, reached_seq, rank) of ``entry``, for a cursor."""
+    rows_sql, args = source.rows(2)
+    row = await db.fetchrow(
+        f"SELECT reached_seq FROM {rows_sql} AND user_id = $1", entry["userId"], *args
+    )
+    return None if row is None else (entry["score"], int(row["reached_seq"]), entry["rank"])
+
+
+async def user_view(
+    db: Database, user_id: str, radius: int, source: Source | None = None
+) -> UserView | None:
+    source = source or Source()
+    me_rows, me_args = source.rows(2)
+    count_rows, count_args = source.rows(3)
+    near_rows, near_args = source.rows(4)
     async with db.connection() as conn:
-        me = await conn.fetchrow(USER_SQL, user_id, timeout=db.timeout)
+        me = await conn.fetchrow(
+            f"SELECT score, reached_seq FROM {me_rows} AND user_id = $1",
+            user_id,
+            *me_args,
+            timeout=db.timeout,
+        )
         if me is None:
             return None
-        score, seq, rank = me["score"], me["reached_seq"], me["rank"]
-        above = await conn.fetch(ABOVE_SQL, score, seq, radius, timeout=db.timeout)
-        below = await conn.fetch(BELOW_SQL, score, seq, radius, timeout=db.timeout)
+        score, seq = me["score"], me["reached_seq"]
+        rank = 1 + await conn.fetchval(
+            f"SELECT count(*) FROM {count_rows} AND (score > $1 OR (score = $1 AND "
+            "reached_seq < $2))",
+            score,
+            seq,
+            *count_args,
+            timeout=db.timeout,
+        )
+        above = await conn.fetch(
+            f"SELECT user_id, score FROM {near_rows} AND (score > $1 OR (score = $1 AND "
+            "reached_seq < $2)) ORDER BY score ASC, reached_seq DESC LIMIT $3",
+            score,
+            seq,
+            radius,
+            *near_args,
+            timeout=db.timeout,
+        )
+        below = await conn.fetch(
+            f"SELECT user_id, score FROM {near_rows} AND (score < $1 OR (score = $1 AND "
+            "reached_seq > $2)) ORDER BY score DESC, reached_seq ASC LIMIT $3",
+            score,
+            seq,
+            radius,
+            *near_args,
+            timeout=db.timeout,
+        )
     around: list[Entry] = [
         {"rank": rank - i, "userId": r["user_id"], "score": r["score"]}
         for i, r in reversed(list(enumerate(above, 1)))
@@ -55,20 +132,73 @@ async def user_view(db: Database, user_id: str, radius: int) -> UserView | None:
         {"rank": rank + i, "userId": r["user_id"], "score": r["score"]}
         for i, r in enumerate(below, 1)
     ]
-    return UserView(user_id=user_id, score=score, rank=rank, around=around)
+    return UserView(user_id, score, rank, around, source.season)
 
 
-async def all_scores(db: Database, batch: int = 5000) -> AsyncIterator[list[tuple[str, int, int]]]:
-    """Every score, in keyset-paginated batches (for rebuilding the Redis ranking)."""
+async def all_scores(
+    db: Database, source: Source | None = None, batch: int = 5000
+) -> AsyncIterator[list[tuple[str, int, int]]]:
+    """Every score of a season, in keyset-paginated batches (for rebuilding the Redis
+    ranking)."""
+    rows_sql, args = (source or Source()).rows(3)
     after = ""
     while True:
         rows = await db.fetch(
-            "SELECT user_id, score, reached_seq FROM scores WHERE user_id > $1 "
+            f"SELECT user_id, score, reached_seq FROM {rows_sql} AND user_id > $1 "
             "ORDER BY user_id LIMIT $2",
             after,
             batch,
+            *args,
         )
         if not rows:
             return
         yield [(r["user_id"], r["score"], r["reached_seq"]) for r in rows]
         after = rows[-1]["user_id"]
+
+
+CURRENT_SEASON_SQL = f"SELECT {season_sql('$1', 'now()')} AS season"
+
+
+async def current_season(db: Database, board: str) -> int | None:
+    """The board's season holding the database's now() (None: none is written)."""
+    if board == ALL_TIME:
+        return 1
+    row = await db.fetchrow(CURRENT_SEASON_SQL, board)
+    return None if row is None or row["season"] is None else int(row["season"])
+
+
+async def season(db: Database, board: str, number: int) -> Season | None:
+    row = await db.fetchrow(
+        "SELECT * FROM seasons WHERE board_id = $1 AND season = $2", board, number
+    )
+    if row is None:
+        return None
+    return Season(board, number, row["starts_at"], row["ends_at"])
+
+
+# Every user's standing reached recently, or of the given users: on the all-time board and on
+# the current season of every board (by the database's clock).
+STANDINGS_SQL = f"""
+SELECT '{ALL_TIME}' AS board, 1 AS season, user_id, score, reached_seq FROM scores
+ WHERE ($1::text[] IS NULL OR user_id = ANY ($1))
+   AND ($2::float8 IS NULL OR reached_at > now() - make_interval(secs => $2))
+UNION ALL
+SELECT bs.board_id, bs.season, bs.user_id, bs.score, bs.reached_seq
+  FROM boards b JOIN board_scores bs
+    ON bs.board_id = b.id AND bs.season = {season_sql("b.id", "now()")}
+ WHERE b.active AND ($1::text[] IS NULL OR bs.user_id = ANY ($1))
+   AND ($2::float8 IS NULL OR bs.reached_at > now() - make_interval(secs => $2))
+"""
+
+
+async def standings(
+    db: Database, *, users: list[str] | None = None, within_s: float | None = None
+) -> dict[str, list[Update]]:
+    """Per user, the ranking updates that bring Redis to PostgreSQL's state (all-time first)."""
+    rows = await db.fetch(STANDINGS_SQL, users, within_s)
+    found: dict[str, list[Update]] = {}
+    for r in rows:
+        found.setdefault(r["user_id"], []).append(
+            Update(r["board"], r["season"], r["score"], r["reached_seq"])
+        )
+    return found

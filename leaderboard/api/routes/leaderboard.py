@@ -5,29 +5,12 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
-from starlette.convertors import Convertor, register_url_convertor
 
+import leaderboard.api.routes.userid  # noqa: F401 - registers the {userId:userid} convertor
 from leaderboard.api.deps import ServicesDep
 from leaderboard.api.schemas import TopResponse, UserResponse, errors
 
 router = APIRouter()
-
-
-class _UserId(Convertor[str]):
-    """A user id is whatever `sub` a token carries: `/` (`a/b`) and any other character
-    included. Starlette's `path` convertor is `.*`, which lets a trailing newline through as
-    an empty id; this one takes every character."""
-
-    regex = r"[\s\S]+"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("userid", _UserId())
 
 
 @router.get("/api/leaderboard", response_model=TopResponse, responses=errors(503))

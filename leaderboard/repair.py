@@ -1,0 +1,164 @@
+"""Keeping the Redis rankings in step with PostgreSQL, for every board alike.
+
+- Rebuild: a board whose ranking is incomplete in Redis (lost, flushed, never built) is
+  reloaded from its current season in PostgreSQL, one rebuild per board at a time across all
+  API processes; reads use PostgreSQL meanwhile.
+- Uncertain completions: an award that failed on a timeout may still commit (its commit may
+  be waiting for the synchronous standby). Such completions are looked for in PostgreSQL every
+  second for a while, and put into the rankings when they show up.
+- Catch-up: a process killed between a commit and its Redis update leaves nothing to look
+  for; its successor (every API process, at start) compares what was reached in the last
+  ``CATCH_UP_S`` with the rankings and records what they lack (found by the chaos campaign:
+  a kill -9 of the API left a committed completion out of Redis for good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from leaderboard import metrics
+from leaderboard.cache.errors import REDIS_ERRORS
+from leaderboard.cache.ranking import Ranking, Update, decode
+from leaderboard.db import scores
+from leaderboard.db.awards import committed
+from leaderboard.db.pool import Database, DatabaseUnavailable
+
+log = logging.getLogger("leaderboard.repair")
+
+UNCERTAIN_MAX = 10_000  # completions with an unknown outcome followed at once
+UNCERTAIN_TTL_S = 300.0  # how long one is looked for
+CATCH_UP_S = 300.0  # at start: scores reached this recently are checked against the rankings
+
+_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, DatabaseUnavailable)
+
+Record = Callable[[str, list[Update]], Awaitable[object]]
+
+
+class Repair:
+    def __init__(self, db: Database, ranking: Ranking, record: Record, boards: list[str]) -> None:
+        self.db = db
+        self.ranking = ranking
+        self.record = record  # the write path's guarded ranking update
+        self.boards = boards
+        self._rebuilds: dict[str, asyncio.Task[None]] = {}
+        # A completion committed while Redis was unreachable: the rankings miss it.
+        self.stale = False
+        # (user, action) whose award failed with an unknown outcome -> when (monotonic).
+        self._uncertain: dict[tuple[str, str], float] = {}
+
+    async def stop(self) -> None:
+        for task in self._rebuilds.values():
+            task.cancel()
+        await asyncio.gather(*self._rebuilds.values(), return_exceptions=True)
+
+    # -- rebuilds
+
+    def schedule_rebuild(self, board: str) -> None:
+        task = self._rebuilds.get(board)
+        if task is None or task.done():
+            self._rebuilds[board] = asyncio.create_task(
+                self._rebuild_once(board), name=f"ranking-rebuild-{board}"
+            )
+
+    def schedule_all(self) -> None:
+        for board in self.boards:
+            self.schedule_rebuild(board)
+
+    async def _rebuild_once(self, board: str) -> None:
+        try:
+            if await self.ranking.is_ready(board):
+                return
+            season = await scores.current_season(self.db, board)
+            if season is None:
+                log.warning("board %s has no current season written yet", board)
+                return
+            source = scores.Source(board, season)
+            done = await self.ranking.rebuild(board, season, scores.all_scores(self.db, source))
+        except _ERRORS as exc:
+            log.warning("ranking rebuild of %s failed: %s", board, exc)
+            metrics.REBUILDS.labels("failed").inc()
+            self.stale = True  # try again once both are back
+            return
+        metrics.REBUILDS.labels("done" if done else "elsewhere").inc()
+        if done:
+            log.info("ranking of %s (season %d) rebuilt from PostgreSQL", board, season)
+
+    # -- catch-up at start
+
+    async def catch_up(self, window_s: float, batch: int = 1000) -> int:
+        """Record the standings reached in the last ``window_s`` that the rankings lack or
+        hold lower (idempotent: the update keeps the higher score); how many users."""
+        try:
+            found = await scores.standings(self.db, within_s=window_s)
+            by_board: dict[str, list[tuple[str, Update]]] = {}
+            for user, updates in found.items():
+                for update in updates:
+                    by_board.setdefault(update.board, []).append((user, update))
+            lacking: dict[str, list[Update]] = {}
+            for board, pairs in by_board.items():
+                key = self.ranking.keys.board(board).scores
+                for i in range(0, len(pairs), batch):
+                    chunk = pairs[i : i + batch]
+                    held = await self.ranking.client.zmscore(key, [user for user, _ in chunk])
+                    for (user, update), composite in zip(chunk, held, strict=True):
+                        if composite is None or decode(composite) < update.score:
+                            lacking.setdefault(user, []).append(update)
+            for user, updates in lacking.items():
+                await self.record(user, updates)
+        except _ERRORS as exc:  # a rebuild follows once both answer again
+            log.warning("ranking catch-up failed: %s", exc)
+            self.stale = True
+            return 0
+        if lacking:
+            log.info("ranking catch-up: recorded %d users the rankings lacked", len(lacking))
+        return len(lacking)
+
+    # -- uncertain completions
+
+    def outcome_unknown(self, user_id: str, action_id: str) -> None:
+        if len(self._uncertain) >= UNCERTAIN_MAX:
+            self.stale = True  # too many to follow one by one: rebuild instead
+            return
+        self._uncertain.setdefault((user_id, action_id), time.monotonic())
+
+    async def _reconcile(self) -> None:
+        """Put into the rankings the uncertain completions that turned out committed; forget
+        those still absent after ``UNCERTAIN_TTL_S`` (rolled back, or lost with a primary)."""
+        pending = list(self._uncertain)
+        try:
+            found = await committed(self.db, pending)
+            standing = await scores.standings(self.db, users=sorted({u for u, _ in found}))
+        except DatabaseUnavailable:
+            return  # still down: next round
+        for key in found:
+            del self._uncertain[key]
+            metrics.UNCERTAIN.labels("committed").inc()
+        for user, updates in standing.items():
+            # ZADD GT: if a later completion already recorded a higher score, a no-op.
+            await self.record(user, updates)
+        expired = time.monotonic() - UNCERTAIN_TTL_S
+        for key in [k for k, at in self._uncertain.items() if at < expired]:
+            del self._uncertain[key]
+            metrics.UNCERTAIN.labels("absent").inc()
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        """Read back uncertain completions; once Redis answers again after completions it
+        missed, rebuild the rankings."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._uncertain:
+                await self._reconcile()
+            if not self.stale:
+                continue
+            try:
+                await self.ranking.client.ping()
+                self.stale = False
+                for board in self.boards:  # reads use PostgreSQL until the rebuild ends
+                    await self.ranking.invalidate(board)
+            except REDIS_ERRORS:
+                self.stale = True
+                continue
+            self.schedule_all()
