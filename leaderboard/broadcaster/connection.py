@@ -22,6 +22,7 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from leaderboard.auth import TokenError
+from leaderboard.boards import ALL_TIME
 from leaderboard.broadcaster import metrics
 from leaderboard.broadcaster.hub import CLOSE_TRY_AGAIN, Hub
 from leaderboard.errors import error_body
@@ -64,6 +65,7 @@ def _error(status: int, code: str, message: str) -> Response:
 
 class Connection(asyncio.Protocol):
     __slots__ = (
+        "board",
         "closing",
         "last_ping",
         "last_seen",
@@ -78,6 +80,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, site: Site) -> None:
         self.site = site
         self.transport: asyncio.Transport | None = None
+        self.board = ALL_TIME
         self.ws = ServerProtocol(max_size=4096)  # clients have nothing to tell us
         self.open = False
         self.closing = False
@@ -126,7 +129,7 @@ class Connection(asyncio.Protocol):
         self.paused_since = None
         if self.open and self.site.hub.resume(self) and self.missed and self.transport:
             self.missed = False
-            self.transport.write(self.site.hub.snapshot_frame)  # latest wins
+            self.transport.write(self.site.hub.snapshot_frame(self.board))  # latest wins
 
     # -- used by the hub
 
@@ -175,13 +178,19 @@ class Connection(asyncio.Protocol):
 
     async def _upgrade(self, request: Request, query: str) -> None:
         token = None
+        params = parse_qs(query)
         auth = request.headers.get("Authorization", "")
         if auth.lower().startswith("bearer "):
             token = auth[7:].strip()
-        elif tokens := parse_qs(query).get("token"):
+        elif tokens := params.get("token"):
             token = tokens[0]
         rejection: Response | None = None
-        if token:
+        self.board = params.get("board", [ALL_TIME])[0]
+        if self.board not in self.site.hub.boards:
+            rejection = _error(404, "unknown_board", f"there is no board {self.board[:100]!r}")
+            metrics.REJECTED.labels("unknown_board").inc()
+            self.board = ALL_TIME
+        elif token:
             try:
                 await self.site.user_id(token)
             except TokenError as exc:
@@ -211,4 +220,4 @@ class Connection(asyncio.Protocol):
             return
         self.open = True
         self._flush()  # the 101 response, then at once the snapshot
-        self.transport.write(hub.snapshot_frame)
+        self.transport.write(hub.snapshot_frame(self.board))

@@ -24,32 +24,39 @@ log = logging.getLogger("leaderboard.broadcaster")
 
 
 class Feed:
+    """One subscription for the channels of every board the hub serves."""
+
     def __init__(self, client: aioredis.Redis, keys: Keys, hub: Hub) -> None:
         self.client = client
         self.keys = keys
         self.hub = hub
         self.ready = False
+        self.channels = {keys.board(board).updates.encode(): board for board in hub.boards}
 
     async def load_state(self) -> None:
-        raw = await self.client.hget(self.keys.top10, "message")
-        if raw is None:
-            return  # nothing published yet: clients get the empty snapshot
-        message = orjson.loads(raw)
-        self.hub.resync(int(message["seq"]), message["top"])
+        for board in self.hub.boards:
+            raw = await self.client.hget(self.keys.board(board).top10, "message")
+            if raw is None:
+                continue  # nothing published yet: clients get the empty snapshot
+            message = orjson.loads(raw)
+            season = int(message.get("season", 1))
+            self.hub.resync(int(message["seq"]), message["top"], board, season)
 
     async def run(self) -> None:
         delay = 0.1
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.keys.updates)
+                await pubsub.subscribe(*self.channels)
                 await self.load_state()
                 self.ready, delay = True, 0.1
                 metrics.REDIS_UP.set(1)
-                log.info("subscribed to %s at seq %d", self.keys.updates, self.hub.seq)
+                log.info(
+                    "subscribed to %d boards, all-time at seq %d", len(self.channels), self.hub.seq
+                )
                 async for message in pubsub.listen():
                     if message["type"] == "message":
-                        self.hub.publish(message["data"])
+                        self.hub.publish(message["data"], self.channels[message["channel"]])
             except REDIS_ERRORS as exc:
                 if self.ready:
                     log.warning("lost Redis (%s); clients keep the last state meanwhile", exc)

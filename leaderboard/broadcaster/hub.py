@@ -1,4 +1,7 @@
-"""The hub: every open WebSocket of this process, the current top 10, and the fan-out.
+"""The hub: every open WebSocket of this process, each board's current top 10, and the fan-out.
+
+Each client watches one board (``?board=``, default the all-time one); each board has its own
+seq, snapshot and set of writable transports, so a board's update goes to its viewers only.
 
 Fan-out does as little per connection as possible: a message is framed once (its JSON comes
 from Redis as published, never re-serialised) and the same bytes are handed to each
@@ -27,6 +30,7 @@ from typing import Any, Protocol
 import orjson
 from websockets.frames import Frame, Opcode
 
+from leaderboard.boards import ALL_TIME
 from leaderboard.broadcaster import metrics
 
 log = logging.getLogger("leaderboard.broadcaster")
@@ -43,6 +47,7 @@ class Client(Protocol):
     imports the connection module, which imports the hub."""
 
     transport: asyncio.Transport | None
+    board: str  # the board it watches
     closing: bool
     missed: bool  # a frame went past it while it was paused: it gets a snapshot on resume
     paused_since: float | None
@@ -60,6 +65,37 @@ def text_frame(payload: bytes) -> bytes:
     return Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
+class BoardState:
+    """One board as this broadcaster has it: last seq, season, top 10, its snapshot frame,
+    and the transports of its viewers that take frames right now."""
+
+    def __init__(self, board: str) -> None:
+        self.board = board
+        self.seq = 0
+        self.season = 1
+        self.top: list[Any] = []
+        # The fan-out loop touches nothing but this: one C-level write per client.
+        self.writable: dict[Client, asyncio.Transport] = {}
+        self.snapshot_frame = self._snapshot()
+
+    def _snapshot(self) -> bytes:
+        return text_frame(
+            orjson.dumps(
+                {
+                    "type": "snapshot",
+                    "seq": self.seq,
+                    "board": self.board,
+                    "season": self.season,
+                    "top": self.top,
+                }
+            )
+        )
+
+    def adopt(self, seq: int, season: int, top: list[Any]) -> None:
+        self.seq, self.season, self.top = seq, season, top
+        self.snapshot_frame = self._snapshot()
+
+
 class Hub:
     def __init__(
         self,
@@ -68,56 +104,58 @@ class Hub:
         ping_interval_s: float,
         ping_timeout_s: float,
         slow_client_s: float,
+        boards: list[str] | None = None,
     ) -> None:
         self.connections: set[Client] = set()
-        # The transports that take frames right now, and the connections that do not. The
-        # fan-out loop touches nothing but the first: one C-level write per client.
-        self.writable: dict[Client, asyncio.Transport] = {}
+        self.boards = {b: BoardState(b) for b in boards or [ALL_TIME]}
         self.paused: set[Client] = set()
         self.max_connections = max_connections
         self.ping_interval_s = ping_interval_s
         self.ping_timeout_s = ping_timeout_s
         self.slow_client_s = slow_client_s
-        self.seq = 0
-        self.top: list[Any] = []
-        self.snapshot_frame = text_frame(self._snapshot_json())
         self.accepting = True
         self._emptied: asyncio.Event | None = None
 
+    @property
+    def seq(self) -> int:
+        """The all-time board's seq."""
+        return self.boards[ALL_TIME].seq
+
+    def snapshot_frame(self, board: str) -> bytes:
+        return self.boards[board].snapshot_frame
+
     # -- state
 
-    def _snapshot_json(self) -> bytes:
-        return orjson.dumps({"type": "snapshot", "seq": self.seq, "top": self.top})
-
-    def resync(self, seq: int, top: list[Any]) -> None:
+    def resync(self, seq: int, top: list[Any], board: str = ALL_TIME, season: int = 1) -> None:
         """Adopt the state read from Redis; if it is newer than what clients have, send them
         a fresh snapshot (we may have missed messages while Redis was away)."""
-        if seq < self.seq:
+        state = self.boards[board]
+        if seq < state.seq:
             return  # never go back in seq
-        changed = seq > self.seq
-        self.seq, self.top = seq, top
-        self.snapshot_frame = text_frame(self._snapshot_json())
-        if changed and self.connections:
+        changed = seq > state.seq
+        state.adopt(seq, season, top)
+        if changed and state.writable:
             metrics.RESYNCS.inc()
-            self.fan_out(self.snapshot_frame)
+            self.fan_out(state.snapshot_frame, board)
 
-    def publish(self, payload: bytes) -> None:
-        """A message from the updates channel: fan it out if it is the next one."""
+    def publish(self, payload: bytes, board: str = ALL_TIME) -> None:
+        """A message from a board's updates channel: fan it out if it is the next one."""
         received = time.perf_counter()
+        state = self.boards[board]
         try:
             message = orjson.loads(payload)
             seq, top = int(message["seq"]), message["top"]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            season = int(message.get("season", 1))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.warning("ignoring a malformed update: %.200r", payload)
             return
-        if seq <= self.seq:
+        if seq <= state.seq:
             return  # a duplicate or an old message: never send a lower seq
-        contiguous = seq == self.seq + 1
-        self.seq, self.top = seq, top
-        self.snapshot_frame = text_frame(self._snapshot_json())
+        contiguous = seq == state.seq + 1
+        state.adopt(seq, season, top)
         # After a gap, clients get the state as a snapshot rather than an update they
         # would see as a gap (and re-sync for).
-        self.fan_out(text_frame(payload) if contiguous else self.snapshot_frame)
+        self.fan_out(text_frame(payload) if contiguous else state.snapshot_frame, board)
         metrics.FANOUT_SECONDS.observe(time.perf_counter() - received)
 
     # -- connections
@@ -127,13 +165,13 @@ class Hub:
             return False
         assert conn.transport is not None
         self.connections.add(conn)
-        self.writable[conn] = conn.transport
+        self.boards[conn.board].writable[conn] = conn.transport
         metrics.CONNECTIONS.set(len(self.connections))
         return True
 
     def pause(self, conn: Client) -> None:
         """``conn`` is above its write buffer's high-water mark: send it nothing more."""
-        if self.writable.pop(conn, None) is not None:
+        if self.boards[conn.board].writable.pop(conn, None) is not None:
             self.paused.add(conn)
 
     def resume(self, conn: Client) -> bool:
@@ -142,11 +180,11 @@ class Hub:
             return False
         self.paused.discard(conn)
         if conn.transport is not None and not conn.closing:
-            self.writable[conn] = conn.transport
+            self.boards[conn.board].writable[conn] = conn.transport
         return True
 
     def stop_sending(self, conn: Client) -> None:
-        self.writable.pop(conn, None)
+        self.boards[conn.board].writable.pop(conn, None)
         self.paused.discard(conn)
 
     def remove(self, conn: Client) -> None:
@@ -156,13 +194,14 @@ class Hub:
         if not self.connections and self._emptied is not None:
             self._emptied.set()
 
-    def fan_out(self, frame: bytes) -> None:
-        # A copy: a write can call pause_writing() at once, which edits self.writable.
-        transports = list(self.writable.values())
+    def fan_out(self, frame: bytes, board: str = ALL_TIME) -> None:
+        # A copy: a write can call pause_writing() at once, which edits the writable set.
+        transports = list(self.boards[board].writable.values())
         for transport in transports:
             transport.write(frame)
         for conn in self.paused:
-            conn.missed = True  # it will get the latest state as a snapshot when it drains
+            if conn.board == board:
+                conn.missed = True  # it gets the latest state as a snapshot when it drains
         metrics.MESSAGES_SENT.inc(len(transports))
         metrics.BYTES_SENT.inc(len(transports) * len(frame))
 

@@ -1,6 +1,7 @@
 """``leaderboard broadcaster``: the WebSocket fan-out service on one port.
 
-``GET /ws`` (WebSocket, token in ``Authorization`` or ``?token=``), ``GET /`` (the live page),
+``GET /ws`` (WebSocket, token in ``Authorization`` or ``?token=``, board in ``?board=``),
+``GET /`` (the live page), ``/boards`` (the boards it serves, for the page's picker),
 ``/healthz``, ``/readyz`` (subscribed to Redis), ``/metrics``. SIGTERM: stop accepting, close
 every client with 1001 so it reconnects elsewhere, wait up to ``ws_drain_s``, exit.
 """
@@ -15,6 +16,7 @@ import signal
 import socket
 from importlib import resources
 
+import orjson
 import redis.asyncio as aioredis
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,6 +28,7 @@ from leaderboard.broadcaster.connection import Connection
 from leaderboard.broadcaster.feed import Feed
 from leaderboard.broadcaster.hub import Hub
 from leaderboard.cache.keys import Keys
+from leaderboard.catalog import load_catalog
 from leaderboard.config import Settings
 
 log = logging.getLogger("leaderboard.broadcaster")
@@ -36,11 +39,17 @@ class Broadcaster:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The boards are the catalog's: the broadcaster reads the same file as the API.
+        self.boards = load_catalog(settings.catalog_path).boards
+        self.boards_body = orjson.dumps(
+            {"boards": [{"id": b.id, "title": b.title} for b in self.boards.values()]}
+        )
         self.hub = Hub(
             max_connections=settings.ws_max_connections,
             ping_interval_s=settings.ws_ping_interval_s,
             ping_timeout_s=settings.ws_ping_timeout_s,
             slow_client_s=settings.ws_slow_client_s,
+            boards=list(self.boards),
         )
         self.verifier = Verifier(settings)
         self.client = aioredis.Redis.from_url(
@@ -63,6 +72,8 @@ class Broadcaster:
     def http(self, path: str) -> tuple[int, str, bytes]:
         if path == "/":
             return 200, "text/html; charset=utf-8", self.page
+        if path == "/boards":
+            return 200, "application/json", self.boards_body
         if path == "/healthz":
             return 200, "application/json", b'{"status":"ok"}'
         if path == "/readyz":

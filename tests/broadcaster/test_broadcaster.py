@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -192,7 +193,8 @@ async def test_after_a_redis_restart_clients_get_a_fresh_snapshot(stack: Stack) 
             )
             await client.aclose()
             messages = await v.wait_for(lambda m: m[-1]["seq"] == 4242, timeout=15)
-        assert messages[-1] == {"type": "snapshot", "seq": 4242, "top": top}
+        expected = {"type": "snapshot", "seq": 4242, "board": "all-time", "season": 1, "top": top}
+        assert messages[-1] == expected
     finally:
         own.stop()
 
@@ -295,3 +297,48 @@ def test_a_refusal_is_valid_json_whatever_its_message_says() -> None:
     message = 'no usable signing key: Unable to find a signing key that matches: "k9"'
     refusal = _error(401, "invalid_token", message)
     assert json.loads(refusal.body) == {"error": {"code": "invalid_token", "message": message}}
+
+
+async def test_a_viewer_picks_its_board_and_gets_only_that_boards_updates(
+    api: Api, broadcaster: Running, new_user: Callable[[], str]
+) -> None:
+    async with (
+        viewer(broadcaster.url + "?board=weekly") as weekly,
+        viewer(broadcaster.url) as all_time,
+    ):
+        first = (await weekly.wait_for(lambda m: len(m) == 1))[0]
+        assert first["type"] == "snapshot" and first["board"] == "weekly"
+        season = (await api.client.get("/api/leaderboards/weekly")).json()["season"]["number"]
+        assert first["season"] == season
+        await all_time.wait_for(lambda m: len(m) == 1)
+        # Worth more than anyone's week: enters the weekly top 10 (the all-time one may not).
+        user = new_user()
+        for action, data in [
+            ("final-exam", {"examId": "w", "score": 90}),
+            ("quiz-basics", {"correct": 9}),
+            ("first-lesson", None),
+            ("seven-day-streak", {"days": 8}),
+        ]:
+            assert (await api.complete(user, action, data)).status_code == 200
+        messages = await weekly.wait_for(
+            lambda m: any(e["userId"] == user for e in m[-1]["top"]), timeout=5
+        )
+    updates = [m for m in messages if m["type"] == "top10"]
+    assert updates and all(m["board"] == "weekly" for m in updates)
+    # Published on membership changes (scores within it may have moved on since).
+    page = (await api.client.get("/api/leaderboards/weekly")).json()["entries"]
+    assert {e["userId"] for e in messages[-1]["top"]} == {e["userId"] for e in page}
+    assert all(m["board"] == "all-time" for m in all_time.messages)
+
+
+async def test_an_unknown_board_is_refused_before_the_upgrade(broadcaster: Running) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with viewer(broadcaster.url + "?board=nope"):
+            pass
+    assert refused.value.response.status_code == 404
+    assert json.loads(refused.value.response.body)["error"]["code"] == "unknown_board"
+    async with httpx.AsyncClient() as client:
+        listed = (
+            await client.get(broadcaster.url.replace("ws://", "http://").replace("/ws", "/boards"))
+        ).json()
+    assert [b["id"] for b in listed["boards"]] == ["all-time", "weekly"]
