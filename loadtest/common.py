@@ -17,6 +17,11 @@ def token(user_id: str, ttl: float = 3600) -> str:
     return auth.mint(_SETTINGS, user_id, ttl=ttl)
 
 
+def board() -> str:
+    """The board viewers watch: LOADTEST_BOARD, default the all-time one."""
+    return os.environ.get("LOADTEST_BOARD", "all-time")
+
+
 def ws_url(host: str | None) -> str:
     """LEADERBOARD_WS_URL, else the local broadcaster next to the API (port 8001)."""
     if url := os.environ.get("LEADERBOARD_WS_URL"):

@@ -35,7 +35,7 @@ from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from loadtest.common import example, token, ws_url
+from loadtest.common import board, example, token, ws_url
 
 
 class Player(HttpUser):
@@ -66,6 +66,18 @@ class Player(HttpUser):
             catch_response=True,
         ) as response:
             if response.status_code in (200, 404):  # 404 until its first completion
+                response.success()
+
+    @task(1)
+    def this_week(self) -> None:
+        """The weekly board and where the player stands on it (seasonal boards' reads)."""
+        self.client.get("/api/leaderboards/weekly", name="/api/leaderboards/{board}")
+        with self.client.get(
+            f"/api/leaderboards/weekly/users/{self.user_id}",
+            name="/api/leaderboards/{board}/users/{userId}",
+            catch_response=True,
+        ) as response:
+            if response.status_code in (200, 404):
                 response.success()
 
 
@@ -106,7 +118,8 @@ class Viewer(User):
         started = time.perf_counter()
         try:
             self.ws = websocket.create_connection(
-                f"{url}?token={token(f'viewer-{uuid.uuid4().hex[:8]}')}", timeout=10
+                f"{url}?board={board()}&token={token(f'viewer-{uuid.uuid4().hex[:8]}')}",
+                timeout=10,
             )
         except Exception as exc:  # refused, timed out, handshake rejected: it never watched
             _fire("WS", "connect", (time.perf_counter() - started) * 1000, 0, exc)

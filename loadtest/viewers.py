@@ -36,7 +36,10 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("LOADTEST_MAX_FAIL_RATIO", "0")
-from loadtest.common import example, token, ws_url
+# This week's board: it starts empty every Monday, so newcomers can enter its top 10 even on a
+# stack whose all-time top 10 all hold the catalog's maximum.
+os.environ.setdefault("LOADTEST_BOARD", "weekly")
+from loadtest.common import board, example, token, ws_url
 from loadtest.locustfile import Viewer, _fire, complete_next
 
 # This process's state: changes wait until its viewers are connected and stop for the settle.
@@ -88,7 +91,9 @@ class ManyViewers(Viewer):
 
 def latest_seq(host: str | None) -> int:
     """The broadcaster's current seq: the snapshot a new connection gets first."""
-    ws = websocket.create_connection(f"{ws_url(host)}?token={token('final-check')}", timeout=10)
+    ws = websocket.create_connection(
+        f"{ws_url(host)}?board={board()}&token={token('final-check')}", timeout=10
+    )
     try:
         message = json.loads(ws.recv())
     finally:
@@ -175,8 +180,9 @@ def _every_viewer(environment: Environment, **_: Any) -> None:
         )
     if not stats.get("top10", "WS").num_requests:
         problems.append(
-            "no top-10 change happened, so nothing was proved (is the top 10 full of users at "
-            "the catalog's maximum? start from an empty stack: leaderboard down --purge)"
+            f"no top-10 change happened on {board()!r}, so nothing was proved (are its top 10 "
+            "all at the catalog's maximum? the weekly board starts empty on Monday; "
+            "LOADTEST_BOARD picks another, `leaderboard down --purge` empties them all)"
         )
     ws = [e for e in stats.errors.values() if e.method == "WS"]
     if ws:

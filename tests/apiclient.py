@@ -20,6 +20,7 @@ from leaderboard.api.app import create_app
 from leaderboard.api.services import Services
 from leaderboard.catalog import default_catalog_text
 from leaderboard.config import Settings
+from leaderboard.db import scores
 from leaderboard.devstack.stack import Stack
 
 
@@ -86,15 +87,19 @@ def new_user() -> Callable[[], str]:
 
 @pytest_asyncio.fixture
 async def empty_board(api: Api, stack: Stack) -> Api:
-    """No scores anywhere, and a ready (empty) ranking in Redis."""
+    """No scores anywhere (every board), and ready (empty) rankings in Redis."""
     conn = await asyncpg.connect(stack.database_url(stack.members[0]))
     try:
         await conn.execute("TRUNCATE scores, completions, board_scores")
     finally:
         await conn.close()
-    keys = api.services.leaderboard.ranking.keys
-    await api.services.redis.delete(keys.scores, keys.top10)
-    assert await api.services.leaderboard.ranking.rebuild("all-time", 1, _no_batches())
+    ranking = api.services.leaderboard.ranking
+    for board in api.services.catalog.boards:
+        keys = ranking.keys.board(board)
+        await api.services.redis.delete(keys.scores, keys.top10)
+        season = await scores.current_season(api.services.db, board)
+        assert season is not None
+        assert await ranking.rebuild(board, season, _no_batches())
     return api
 
 

@@ -55,3 +55,33 @@ async def test_the_page_shows_the_top10_updates_live_and_recovers_after_a_restar
                 await page.locator("li[data-user=page-late]").wait_for(timeout=5_000)
         finally:
             await browser.close()
+
+
+async def test_the_page_switches_boards(empty_board: Api, stack: Stack) -> None:
+    from playwright.async_api import async_playwright
+
+    api = empty_board
+    # Someone with a week's score but no all-time top-10 place is not needed: the all-time
+    # board was emptied, the weekly one was not; tell them apart by the season in the footer.
+    await api.complete("switch-0", "verify-email")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page()
+            async with running_broadcaster(stack) as running:
+                await page.goto(running.http + "/")
+                await page.wait_for_selector("li[data-user=switch-0]", timeout=10_000)
+                assert await page.locator("#picker option").all_inner_texts() == [
+                    "All time",
+                    "This week",
+                ]
+                assert await page.locator("#season").inner_text() == ""
+                await page.select_option("#picker", "weekly")
+                await page.wait_for_selector("#season:has-text('season')", timeout=10_000)
+                assert "board=weekly" in page.url
+                await page.wait_for_selector("#status[data-state=live]", timeout=10_000)
+                # A change on the weekly board shows up live.
+                await api.complete("switch-star", "final-exam", {"examId": "s", "score": 99})
+                await page.locator("li[data-user=switch-star]").wait_for(timeout=5_000)
+        finally:
+            await browser.close()
