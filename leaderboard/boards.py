@@ -106,8 +106,9 @@ class Season:
         )
 
     def public(self) -> dict[str, Any]:
+        """``season``, ``startsAt``, ``endsAt``: the fields every board answer carries."""
         return {
-            "number": self.number,
+            "season": self.number,
             "startsAt": None if self.starts_at is None else self.starts_at.isoformat(),
             "endsAt": None if self.ends_at is None else self.ends_at.isoformat(),
         }

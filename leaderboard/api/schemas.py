@@ -51,35 +51,32 @@ class ActionInfo(BaseModel):
     )
 
 
-class SeasonInfo(BaseModel):
-    number: int
+class SeasonSpan(BaseModel):
+    season: int = Field(description="the season's number (1, 2, ...)")
     startsAt: str | None = Field(description="ISO 8601; null: since the beginning")
     endsAt: str | None = Field(description="ISO 8601, exclusive; null: never ends")
 
 
-class BoardInfo(BaseModel):
+class BoardInfo(SeasonSpan):
     id: str
     title: str
     actions: str | list[str] = Field(description='"all", or the action ids that count')
     reset: str = Field(description='"never", or a cron expression')
     timezone: str
-    season: SeasonInfo | None
 
 
 class BoardsResponse(BaseModel):
     boards: list[BoardInfo]
 
 
-class BoardPage(BaseModel):
+class BoardPage(SeasonSpan):
     board: str
-    season: SeasonInfo
-    entries: list[Entry]
+    top: list[Entry] = Field(description="the page: the top 10 by default")
     nextCursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
 
 
-class BoardUserResponse(BaseModel):
+class BoardUserResponse(SeasonSpan):
     board: str
-    season: SeasonInfo
     userId: str
     score: int
     rank: int

@@ -2,7 +2,8 @@
 
 - ``api``: its keys (the ranking, the published state, rate-limit counters), its scripts
   (which ZADD, compare and PUBLISH), nothing dangerous (no FLUSHALL, KEYS, CONFIG, DEBUG...);
-- ``broadcaster``: SUBSCRIBE to the updates channel and read the last published message;
+- ``broadcaster``: SUBSCRIBE to every board's updates channel and read its last published
+  message;
 - ``default``: the administrator (rebuilds by hand, the stack's own checks, probes).
 
 The chart renders the same rules (``charts/leaderboard/templates/redis.yaml``); a test keeps
@@ -22,15 +23,16 @@ COMPONENTS = ("api", "broadcaster")
 def rules(component: str, keys: Keys) -> str:
     """The ACL rules of ``component``'s user, without its password."""
     prefix = keys.prefix
+    boards = keys.board("*")  # every board but the all-time one (glob patterns)
+    channels = f"resetchannels &{keys.updates} &{boards.updates}"
     if component == "api":
         return (
-            f"resetkeys ~{prefix}leaderboard:* ~{prefix}ratelimit:* "
-            f"resetchannels &{keys.updates} "
+            f"resetkeys ~{prefix}leaderboard:* ~{prefix}ratelimit:* {channels} "
             "-@all +@read +@write +@scripting +@connection +publish +time -@dangerous"
         )
     if component == "broadcaster":
         return (
-            f"resetkeys %R~{keys.top10} resetchannels &{keys.updates} "
+            f"resetkeys %R~{keys.top10} %R~{boards.top10} {channels} "
             "-@all +@connection +subscribe +unsubscribe +hget -@dangerous"
         )
     raise ValueError(f"no Redis user for {component!r}")

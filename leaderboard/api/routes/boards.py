@@ -66,11 +66,17 @@ def _decode_cursor(cursor: str) -> tuple[int, tuple[int, int, int]]:
 
 @router.get("/api/leaderboards", response_model=BoardsResponse)
 async def boards(svc: ServicesDep) -> Response:
-    """Every board, with its current season (number, start, end; null: open-ended)."""
+    """Every board, with its current season: ``season`` (its number), ``startsAt`` and
+    ``endsAt`` (ISO 8601; null: open-ended)."""
     listed = []
     for board in svc.catalog.boards.values():
         season = svc.leaderboard.seasons.current(board.id)
-        listed.append({**board.public(), "season": None if season is None else season.public()})
+        span = (
+            {"season": None, "startsAt": None, "endsAt": None}
+            if season is None
+            else season.public()
+        )
+        listed.append({**board.public(), **span})
     return _json({"boards": listed})
 
 
@@ -100,9 +106,7 @@ async def board_page(
     if len(entries) == limit:
         position = await svc.leaderboard.keyset(board, number, entries[-1])
         next_cursor = _encode_cursor(number, position)
-    return _json(
-        {"board": board, "season": span.public(), "entries": entries, "nextCursor": next_cursor}
-    )
+    return _json({"board": board, **span.public(), "top": entries, "nextCursor": next_cursor})
 
 
 @router.get(
@@ -126,7 +130,7 @@ async def board_user(
     return _json(
         {
             "board": board,
-            "season": span.public(),
+            **span.public(),
             "userId": view.user_id,
             "score": view.score,
             "rank": view.rank,
