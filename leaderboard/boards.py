@@ -202,7 +202,11 @@ async def _write_ahead(conn: Conn, now: datetime) -> None:
         " ORDER BY season DESC LIMIT 1) s ON true WHERE b.active ORDER BY b.id"
     )
     for row in rows:
-        board = Board(row["id"], row["id"], reset=row["reset"], timezone=row["timezone"])
+        try:
+            board = Board(row["id"], row["id"], reset=row["reset"], timezone=row["timezone"])
+        except ScheduleError as exc:  # e.g. a time zone this process's tz database lacks
+            log.warning("cannot write seasons of board %s ahead: %s", row["id"], exc)
+            continue
         last = None
         if row["season"] is not None:
             last = Season(board.id, row["season"], row["starts_at"], row["ends_at"])

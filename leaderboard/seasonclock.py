@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import asyncpg
+
 from leaderboard import metrics
 from leaderboard.boards import ALL_TIME, Season, upcoming, write_ahead
 from leaderboard.db.pool import Database, DatabaseUnavailable
@@ -79,7 +81,8 @@ class SeasonClock:
                 refreshed = asyncio.get_running_loop().time()
                 try:
                     await self.refresh()
-                except (DatabaseUnavailable, OSError) as exc:
+                except (DatabaseUnavailable, OSError, asyncpg.PostgresError) as exc:
+                    # The schedule in memory still holds a day: next round.
                     log.warning("could not write seasons ahead: %s", exc)
 
     async def _announce(self, boundary: datetime) -> None:
@@ -89,7 +92,10 @@ class SeasonClock:
                 continue
             log.info("board %s: season %d starts", board, starting.number)
             metrics.SEASON_RESETS.labels(board).inc()
-            await self.announce(board, starting.number)
+            try:
+                await self.announce(board, starting.number)
+            except Exception:  # the loop must live on; the season's first completion switches
+                log.exception("announcing season %d of %s failed", starting.number, board)
         now = _now()  # drop what ended, so the next boundary is the next one
         self.schedule = {
             board: [s for s in seasons if s.ends_at is None or s.ends_at > now]

@@ -284,6 +284,8 @@ async def test_pages_are_stable_under_concurrent_writes(
         ("/api/leaderboards/weekly?limit=101", 400, "invalid_request"),
         ("/api/leaderboards/weekly?cursor=not-a-cursor", 400, "invalid_request"),
         ("/api/leaderboards/weekly?cursor=WzEsMiwzXQ", 400, "invalid_request"),  # [1,2,3]
+        # [2**40, 1, 2, 3]: a season past SQL's integer
+        ("/api/leaderboards/weekly?cursor=WzEwOTk1MTE2Mjc3NzYsMSwyLDNd", 400, "invalid_request"),
         ("/api/leaderboards/weekly/users/nobody-here", 404, "unknown_user"),
         ("/api/leaderboards/nope/users/someone", 404, "unknown_board"),
     ],
@@ -294,6 +296,15 @@ async def test_bad_board_requests_get_a_clear_error(
     reply = await api.client.get(path)
     assert reply.status_code == status, reply.text
     assert reply.json()["error"]["code"] == code
+
+
+async def test_a_season_written_ahead_is_not_readable_before_it_starts(api: Api) -> None:
+    listed = (await api.client.get("/api/leaderboards")).json()["boards"]
+    upcoming = next(b for b in listed if b["id"] == "weekly")["season"] + 1
+    reply = await api.client.get(f"/api/leaderboards/weekly?season={upcoming}")
+    assert reply.status_code == 404
+    assert reply.json()["error"]["code"] == "unknown_season"
+    assert "has not started" in reply.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

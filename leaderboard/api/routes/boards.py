@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -45,6 +46,9 @@ async def _season(svc: Services, board: str, number: int | None) -> Season:
         if number is None:
             raise AppError(503, "unavailable", f"the current season of {board!r} is not known")
         raise AppError(404, "unknown_season", f"board {board!r} has no season {number}")
+    if found.starts_at is not None and found.starts_at > datetime.now(UTC):
+        # Written ahead, not started: there is nothing to read yet.
+        raise AppError(404, "unknown_season", f"season {number} of {board!r} has not started")
     return found
 
 
@@ -57,8 +61,10 @@ def _decode_cursor(cursor: str) -> tuple[int, tuple[int, int, int]]:
     try:
         values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         season, score, seq, rank = values
-        if not all(type(v) is int and v >= 0 for v in values) or season < 1:
+        if not all(type(v) is int and 0 <= v < 2**63 for v in values):
             raise ValueError(values)
+        if not 1 <= season < 2**31:  # a season number is an SQL integer
+            raise ValueError(season)
     except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
         raise AppError(400, "invalid_request", "cursor: not a cursor this API gave") from None
     return season, (score, seq, rank)
