@@ -286,11 +286,6 @@ class Ranking:
         me = around[rank0 - first0]
         return UserView(user_id, me["score"], rank0 + 1, around, season)
 
-    async def season(self, board_id: str) -> int:
-        """The season the board's sorted set holds (0: none yet)."""
-        raw = await self.client.hget(self.keys.board(board_id).top10, "season")
-        return int(raw or 0)
-
     async def is_ready(self, board_id: str) -> bool:
         return await self.client.hget(self.keys.board(board_id).top10, "ranking") == b"ready"
 

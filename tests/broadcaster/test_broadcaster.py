@@ -33,6 +33,15 @@ async def _caught_up(running: Running, api: Api) -> None:
     await eventually(check, timeout=5)
 
 
+async def _refused(url: str) -> tuple[int, str]:
+    """The HTTP status and error code of a WebSocket handshake the broadcaster refuses."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url):
+            pass
+    response = refused.value.response
+    return response.status_code, json.loads(response.body)["error"]["code"]
+
+
 def _seqs(messages: list[dict[str, Any]]) -> list[int]:
     return [m["seq"] for m in messages]
 
@@ -204,11 +213,7 @@ async def _not_ready(running: Running) -> bool:
 
 
 async def test_a_bad_token_is_refused_before_any_data(broadcaster: Running) -> None:
-    with pytest.raises(InvalidStatus) as refused:
-        async with connect(broadcaster.url + "?token=not.a.token"):
-            pass
-    assert refused.value.response.status_code == 401
-    assert json.loads(refused.value.response.body)["error"]["code"] == "invalid_token"
+    assert await _refused(broadcaster.url + "?token=not.a.token") == (401, "invalid_token")
 
     token = auth.mint(broadcaster.settings, "viewer-1")
     async with viewer(
@@ -332,13 +337,7 @@ async def test_a_viewer_picks_its_board_and_gets_only_that_boards_updates(
 
 
 async def test_an_unknown_board_is_refused_before_the_upgrade(broadcaster: Running) -> None:
-    with pytest.raises(InvalidStatus) as refused:
-        async with viewer(broadcaster.url + "?board=nope"):
-            pass
-    assert refused.value.response.status_code == 404
-    assert json.loads(refused.value.response.body)["error"]["code"] == "unknown_board"
+    assert await _refused(broadcaster.url + "?board=nope") == (404, "unknown_board")
     async with httpx.AsyncClient() as client:
-        listed = (
-            await client.get(broadcaster.url.replace("ws://", "http://").replace("/ws", "/boards"))
-        ).json()
+        listed = (await client.get(broadcaster.http + "/boards")).json()
     assert [b["id"] for b in listed["boards"]] == ["all-time", "weekly"]
