@@ -2,6 +2,7 @@
 
 The accepted algorithm comes from configuration only, never from the token header, so ``none``
 and algorithm-confusion tokens fail like any bad signature. ``exp`` and ``sub`` are required.
+HS256 is verified by :mod:`leaderboard.hs256` (the hot path), RS256/ES256 by PyJWT.
 """
 
 from __future__ import annotations
@@ -9,21 +10,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import Any, Literal
+from typing import Any
 
 import jwt
 
 from leaderboard import devsecrets
 from leaderboard.config import Settings
+from leaderboard.hs256 import ErrorCode, HS256Verifier, TokenError
 
-ErrorCode = Literal["invalid_token", "token_expired"]
-
-
-class TokenError(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code: ErrorCode = code
-        self.message = message
+__all__ = [
+    "ErrorCode", "TokenError", "Verifier", "check_user_id", "hs256_secret", "hs256_secrets",
+    "mint",
+]  # fmt: skip
 
 
 def hs256_secrets(settings: Settings) -> list[str]:
@@ -62,7 +60,8 @@ MAX_USER_ID = 128
 class Verifier:
     """Verifies bearer tokens with the configured algorithm and key.
 
-    HS256 uses the shared secret; RS256/ES256 use a PEM public key, or a JWKS URL through
+    HS256 uses the shared secrets (:class:`HS256Verifier`); RS256/ES256 use a PEM public key,
+    or a JWKS URL through
     PyJWT's ``PyJWKClient`` (keys cached, refetched when a token names an unknown ``kid``, so
     the issuer can rotate keys). The JWKS fetch is blocking, so it runs in a thread.
     """
@@ -73,12 +72,16 @@ class Verifier:
         self.audience = settings.jwt_audience
         self.leeway = settings.jwt_leeway_s
         self._key: Any = None
-        # HS256 during a rotation: the other secrets that still verify (tried in order after
-        # the first, only when it reports a bad signature).
-        self._fallback_keys: list[str] = []
+        self._hs256: HS256Verifier | None = None
         self._jwks: jwt.PyJWKClient | None = None
         if self.algorithm == "HS256":
-            self._key, *self._fallback_keys = hs256_secrets(settings)
+            # During a rotation every configured secret verifies, tried in order.
+            self._hs256 = HS256Verifier(
+                hs256_secrets(settings),
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway,
+            )
         elif settings.jwt_public_key:
             self._key = settings.jwt_public_key
         else:
@@ -114,7 +117,7 @@ class Verifier:
                 raise TokenError("invalid_token", f"no usable signing key: {exc}") from None
             except jwt.InvalidTokenError:
                 raise TokenError("invalid_token", "malformed token") from None
-        claims = self._claims_any(token, key)
+        claims = self.claims(token, key)
         user: str = claims["sub"]
         until = min(float(claims["exp"]) + self.leeway, now + self.CACHE_TTL_S)
         self._verified[token] = (user, until)
@@ -122,26 +125,23 @@ class Verifier:
             self._verified.popitem(last=False)
         return user
 
-    def _claims_any(self, token: str, key: Any) -> dict[str, Any]:
-        try:
-            return self.claims(token, key)
-        except TokenError as exc:
-            if exc.message != "bad signature" or not self._fallback_keys:
-                raise
-        for other in self._fallback_keys:
-            try:
-                return self.claims(token, other)
-            except TokenError as exc:
-                if exc.message != "bad signature":
-                    raise
-        raise TokenError("invalid_token", "bad signature")
-
-    def decode(self, token: str, key: Any) -> str:
-        """The ``sub`` of a token verified with ``key`` (no cache)."""
-        sub: str = self.claims(token, key)["sub"]
+    def decode(self, token: str) -> str:
+        """The ``sub`` of a token verified with the configured key (no cache, no JWKS)."""
+        sub: str = self.claims(token)["sub"]
         return sub
 
-    def claims(self, token: str, key: Any) -> dict[str, Any]:
+    def claims(self, token: str, key: Any = None) -> dict[str, Any]:
+        """A token's verified claims (``key``: a public key other than the configured one;
+        HS256 always uses the configured secrets)."""
+        if self._hs256 is not None:
+            claims = self._hs256.claims(token)
+        else:
+            claims = self.pyjwt_claims(token, self._key if key is None else key)
+        check_user_id(claims["sub"])
+        return claims
+
+    def pyjwt_claims(self, token: str, key: Any) -> dict[str, Any]:
+        """PyJWT's verification (RS256/ES256; for HS256, the reference of the tests)."""
         try:
             claims = jwt.decode(
                 token,
@@ -162,10 +162,13 @@ class Verifier:
             raise TokenError("invalid_token", f"the token has no '{exc.claim}' claim") from None
         except jwt.InvalidTokenError as exc:
             raise TokenError("invalid_token", _reason(exc)) from None
-        sub = claims["sub"]
-        if not isinstance(sub, str) or not 0 < len(sub) <= MAX_USER_ID or not sub.isprintable():
-            raise TokenError("invalid_token", "the token's 'sub' is not a valid user id")
         return claims
+
+
+def check_user_id(sub: Any) -> None:
+    """A token's ``sub`` must be a user id the API can store and show."""
+    if not isinstance(sub, str) or not 0 < len(sub) <= MAX_USER_ID or not sub.isprintable():
+        raise TokenError("invalid_token", "the token's 'sub' is not a valid user id")
 
 
 def _reason(exc: jwt.InvalidTokenError) -> str:
