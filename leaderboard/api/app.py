@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from leaderboard import __version__
 from leaderboard.api import errors
-from leaderboard.api.fastpath import FastPaths
+from leaderboard.api.fastpath import serve_fast
 from leaderboard.api.middleware import MetricsMiddleware
 from leaderboard.api.routes import actions, boards, health, leaderboard
 from leaderboard.api.services import Services
 from leaderboard.catalog import Catalog, load_catalog
 from leaderboard.config import Settings, load_settings
+
+
+class LeaderboardAPI(FastAPI):
+    """FastAPI, with the two hot endpoints answered before its middleware stack."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = getattr(self.state, "services", None)  # None until the lifespan started
+        if (
+            scope["type"] == "http"
+            and services
+            and await serve_fast(services, scope, receive, send)
+        ):
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -25,20 +41,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = await Services.start(settings, catalog)
+        # What start-up built (modules, FastAPI's routes and models, the catalog) lives as long
+        # as the process: out of the collector's sight, a full collection under load no
+        # longer walks it (measured: the collector was 5% of the write path's CPU).
+        gc.freeze()
         try:
             yield
         finally:
             await app.state.services.stop()
 
-    app = FastAPI(
+    app = LeaderboardAPI(
         title="leaderboard",
         version=__version__,
         summary="Real-time leaderboard: complete actions, read the ranking.",
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(FastPaths)
-    app.add_middleware(MetricsMiddleware)  # added last: outermost, so it times the fast path
+    app.add_middleware(MetricsMiddleware)
     for module in (actions, leaderboard, boards, health):
         app.include_router(module.router)
     _document_catalog(app, catalog)

@@ -14,14 +14,37 @@ from leaderboard import metrics
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")
 
 
-class MetricsMiddleware:
-    """Counts every response and its latency by route template (never by raw path)."""
+class RequestMetrics:
+    """Counts responses and their latency by route template (never by raw path)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self) -> None:
         # prometheus_client's labels() takes a lock and builds a key on every call: keep the
         # children per (route, method, status); routes are templates, so this stays small.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, path: str, method: str, status: int, seconds: float) -> None:
+        key = (path, method, status)
+        children = self._children.get(key)
+        if children is None:
+            label = _CONVERTER.sub(r"{\1}", path)  # {userId:userid} -> {userId}
+            children = (
+                metrics.HTTP_REQUESTS.labels(label, method, str(status)),
+                metrics.HTTP_LATENCY.labels(label, method),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+# One per process: the fast paths and the middleware count into the same children.
+REQUEST_METRICS = RequestMetrics()
+
+
+class MetricsMiddleware:
+    """Counts every response FastAPI gives and its latency, by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,14 +63,4 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_observe)
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
-            key = (path, scope["method"], status)
-            children = self._children.get(key)
-            if children is None:
-                label = _CONVERTER.sub(r"{\1}", path)  # {userId:userid} -> {userId}
-                children = (
-                    metrics.HTTP_REQUESTS.labels(label, key[1], str(status)),
-                    metrics.HTTP_LATENCY.labels(label, key[1]),
-                )
-                self._children[key] = children
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            REQUEST_METRICS.observe(path, scope["method"], status, time.perf_counter() - started)
