@@ -261,6 +261,7 @@ def profile_writes(stack: Stack, pids: list[int], duration: int, load: Any) -> N
             "250",
             "-d",
             str(duration),
+            "--native",  # C frames too: syscalls, the collector, asyncpg's and uvloop's own
             "-p",
         ]
         spies.append((raw, [
@@ -394,6 +395,12 @@ def main() -> int:
         results["pgbench_award"] = best(pg_runs)
         results["pgbench_one_row"] = best(one_row_runs)
         results["api_complete"] = best(api_runs)
+        one_row, complete = results["pgbench_one_row"], results["api_complete"]
+        print(
+            f"completions: {complete['rps'] / one_row['rps']:.0%} of pgbench's single-row award "
+            f"({complete['rps']:,.0f}/s against {one_row['rps']:,.0f} TPS), p99 "
+            f"{complete['p99_ms']:.1f} ms, API CPU {complete['cpu_us'].get('api', 0)} µs each"
+        )
         print("CPU microseconds per transaction (pgbench) and per completion (API):")
         for name in ("pgbench_award", "pgbench_one_row", "api_complete"):
             print(f"  {name}: {results[name]['cpu_us']}")
@@ -489,21 +496,24 @@ def measure_tls(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(r: dict[str, Any]) -> str:
     s = r["setup"]
+    api_cpu = r["api_complete"]["cpu_us"].get("api", 0)
     rows = [
         "| Path | Requests/s | p50 | p99 | Compared with | Ratio | Target |",
         "|---|---|---|---|---|---|---|",
         f"| POST /api/action/complete ({s['connections']} conn.) | "
         f"{r['api_complete']['rps']:,.0f} | {r['api_complete']['p50_ms']:.1f} ms | "
-        f"{r['api_complete']['p99_ms']:.1f} ms | pgbench, same SQL, one completion per "
-        f"transaction, {s['pgbench_clients']} clients: {r['pgbench_award']['rps']:,.0f} TPS | "
-        f"**{r['ratios']['complete_vs_pgbench']:.0%}** | ≥ 50% |",
-        f"| (same run) | | | | pgbench, the single-row statement the API used before group "
-        f"commit: {r['pgbench_one_row']['rps']:,.0f} TPS | "
-        f"**{r['ratios']['complete_vs_one_row']:.0%}** | |",
+        f"{r['api_complete']['p99_ms']:.1f} ms | pgbench, the single-row award statement "
+        f"(one completion per transaction, no boards), {s['pgbench_clients']} clients: "
+        f"{r['pgbench_one_row']['rps']:,.0f} TPS | "
+        f"**{r['ratios']['complete_vs_one_row']:.0%}** | ≥ 100%, p99 ≤ 50 ms |",
+        f"| (same run) | | | | pgbench, the API's own statement (boards included), one "
+        f"completion per transaction: {r['pgbench_award']['rps']:,.0f} TPS | "
+        f"**{r['ratios']['complete_vs_pgbench']:.0%}** | |",
+        f"| (same run) API CPU per completion | {api_cpu} µs | | | | | ≤ 150 µs |",
         f"| GET /api/leaderboard ({s['connections']} conn.) | {r['api_top10']['rps']:,.0f} | "
         f"{r['api_top10']['p50_ms']:.1f} ms | {r['api_top10']['p99_ms']:.1f} ms | bare endpoint, "
         f"same stack: {r['bare_endpoint']['rps']:,.0f} req/s | "
-        f"**{r['ratios']['top10_vs_bare']:.0%}** | ≥ 80% |",
+        f"**{r['ratios']['top10_vs_bare']:.0%}** | ≥ 200% |",
     ]
     if "tls" in r:
         t, ratios = r["tls"], r["ratios"]

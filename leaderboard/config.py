@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     db_pool_min: int = Field(4, ge=0, le=200, description="PostgreSQL connections kept open.")
     db_pool_max: int = Field(32, ge=1, le=500, description="PostgreSQL connections at most.")
     db_award_batches: int = Field(
-        4,
+        2,
         ge=1,
         le=64,
         description="Award transactions in flight per API process; completions that arrive "

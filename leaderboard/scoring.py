@@ -93,7 +93,7 @@ class Leaderboard:
         rate_window_s: int,
         top_cache_s: float,
         around: int,
-        award_batches: int = 4,
+        award_batches: int = 2,
     ) -> None:
         self.db = db
         self.awards = AwardBatcher(db, max_batches=award_batches)

@@ -200,7 +200,7 @@ _Pending = tuple[Completion, "asyncio.Future[Award]"]
 
 
 class AwardBatcher:
-    def __init__(self, db: Database, *, max_batches: int = 4, max_batch: int = 128) -> None:
+    def __init__(self, db: Database, *, max_batches: int = 2, max_batch: int = 128) -> None:
         self.db = db
         self.max_batches = max_batches
         self.max_batch = max_batch
