@@ -25,7 +25,6 @@ from leaderboard.hs256 import HS256Verifier
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 OLD = "the-previous-secret-still-verifying-tokens"
 WRONG = "another-secret-that-is-long-enough-for-hs256"
-NOW = int(time.time())
 
 
 def _b64(data: bytes) -> str:
@@ -43,8 +42,8 @@ def _signed(header: Any, payload: Any, secret: str = SECRET) -> str:
 HS = {"alg": "HS256", "typ": "JWT"}
 
 
-def _claims(**extra: Any) -> dict[str, Any]:
-    claims: dict[str, Any] = {"sub": "alice", "exp": NOW + 300}
+def _claims(now: int, **extra: Any) -> dict[str, Any]:
+    claims: dict[str, Any] = {"sub": "alice", "exp": now + 300}
     claims.update(extra)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -56,81 +55,89 @@ def _flip_last(token: str) -> str:
     return f"{head}.{body}.{sig[:-1]}{alphabet[alphabet.index(sig[-1]) ^ 1]}"
 
 
-good = _signed(HS, _claims())
-CORPUS: dict[str, str] = {
-    "valid": good,
-    "valid-old-secret": _signed(HS, _claims(), OLD),
-    "bad-signature": _signed(HS, _claims(), WRONG),
-    "padded-segments": ".".join(s + "=" * (-len(s) % 4) for s in good.split(".")),
-    "over-padded": good + "===",
-    "non-canonical-signature": _flip_last(good),
-    "truncated-signature": good[:-2],
-    "no-signature": good.rsplit(".", 1)[0] + ".",
-    "two-segments": good.rsplit(".", 1)[0],
-    "four-segments": good + ".AAAA",
-    "empty": "",
-    "dots": "..",
-    "junk-characters": good.replace(good.split(".")[1][:4], "!!!!", 1),
-    "whitespace": good[:10] + " " + good[10:],
-    "non-ascii": good + "é",
-    "header-not-json": _signed(b"{alg", _claims()),
-    "header-array": _signed(["HS256"], _claims()),
-    "payload-not-json": _signed(HS, b"{sub"),
-    "payload-array": _signed(HS, ["alice"]),
-    "payload-string": _signed(HS, "alice"),
-    "alg-none": _b64(json.dumps({"alg": "none"}).encode())
-    + "."
-    + _b64(json.dumps(_claims()).encode())
-    + ".",
-    "alg-missing": _signed({"typ": "JWT"}, _claims()),
-    "alg-hs512": _signed({"alg": "HS512"}, _claims()),
-    "alg-rs256": _signed({"alg": "RS256"}, _claims()),
-    "alg-lowercase": _signed({"alg": "hs256"}, _claims()),
-    "kid-string": _signed({**HS, "kid": "k1"}, _claims()),
-    "kid-number": _signed({**HS, "kid": 1}, _claims()),
-    "no-exp": _signed(HS, _claims(exp=None)),
-    "exp-null": _signed(HS, {"sub": "alice", "exp": None}),
-    "no-sub": _signed(HS, _claims(sub=None)),
-    "sub-number": _signed(HS, _claims(sub=7)),
-    "sub-empty": _signed(HS, _claims(sub="")),
-    "sub-long": _signed(HS, _claims(sub="x" * 129)),
-    "sub-control": _signed(HS, _claims(sub="a\nb")),
-    "expired": _signed(HS, _claims(exp=NOW - 3600)),
-    "expired-within-leeway": _signed(HS, _claims(exp=NOW - 5)),
-    "exp-float": _signed(HS, _claims(exp=NOW + 300.7)),
-    "exp-object": _signed(HS, _claims(exp={"at": NOW})),
-    "exp-huge": _signed(HS, _claims(exp=10**15)),
-    "nbf-future": _signed(HS, _claims(nbf=NOW + 3600)),
-    "nbf-within-leeway": _signed(HS, _claims(nbf=NOW + 5)),
-    "nbf-past": _signed(HS, _claims(nbf=NOW - 60)),
-    "nbf-list": _signed(HS, _claims(nbf=[1])),
-    "iat-future": _signed(HS, _claims(iat=NOW + 3600)),
-    "iat-past": _signed(HS, _claims(iat=NOW - 60)),
-    "iat-object": _signed(HS, _claims(iat={})),
-    "jti-string": _signed(HS, _claims(jti="j-1")),
-    "jti-number": _signed(HS, _claims(jti=5)),
-    "iss-right": _signed(HS, _claims(iss="https://id.example")),
-    "iss-wrong": _signed(HS, _claims(iss="https://evil.example")),
-    "iss-number": _signed(HS, _claims(iss=3)),
-    "aud-right": _signed(HS, _claims(aud="lb")),
-    "aud-in-list": _signed(HS, _claims(aud=["other", "lb"])),
-    "aud-wrong": _signed(HS, _claims(aud="other")),
-    "aud-list-wrong": _signed(HS, _claims(aud=["other"])),
-    "aud-list-mixed": _signed(HS, _claims(aud=["lb", 3])),
-    "aud-empty": _signed(HS, _claims(aud="")),
-    "aud-number": _signed(HS, _claims(aud=5)),
-    "iss-and-aud": _signed(HS, _claims(iss="https://id.example", aud="lb")),
-    "extra-claims": _signed(HS, _claims(role="admin", n=[1, 2, {"x": None}])),
-}
+def _corpus(now: int) -> dict[str, str]:
+    """The tokens, made relative to ``now`` (the time the test runs, not when it was collected)."""
+    good = _signed(HS, _claims(now))
+    return {
+        "valid": good,
+        "valid-old-secret": _signed(HS, _claims(now), OLD),
+        "bad-signature": _signed(HS, _claims(now), WRONG),
+        "padded-segments": ".".join(s + "=" * (-len(s) % 4) for s in good.split(".")),
+        "over-padded": good + "===",
+        "non-canonical-signature": _flip_last(good),
+        "truncated-signature": good[:-2],
+        "no-signature": good.rsplit(".", 1)[0] + ".",
+        "two-segments": good.rsplit(".", 1)[0],
+        "four-segments": good + ".AAAA",
+        "empty": "",
+        "dots": "..",
+        "junk-characters": good.replace(good.split(".")[1][:4], "!!!!", 1),
+        "whitespace": good[:10] + " " + good[10:],
+        "non-ascii": good + "é",
+        "header-not-json": _signed(b"{alg", _claims(now)),
+        "header-array": _signed(["HS256"], _claims(now)),
+        "payload-not-json": _signed(HS, b"{sub"),
+        "payload-array": _signed(HS, ["alice"]),
+        "payload-string": _signed(HS, "alice"),
+        "alg-none": _b64(json.dumps({"alg": "none"}).encode())
+        + "."
+        + _b64(json.dumps(_claims(now)).encode())
+        + ".",
+        "alg-missing": _signed({"typ": "JWT"}, _claims(now)),
+        "alg-hs512": _signed({"alg": "HS512"}, _claims(now)),
+        "alg-rs256": _signed({"alg": "RS256"}, _claims(now)),
+        "alg-lowercase": _signed({"alg": "hs256"}, _claims(now)),
+        "kid-string": _signed({**HS, "kid": "k1"}, _claims(now)),
+        "kid-number": _signed({**HS, "kid": 1}, _claims(now)),
+        "no-exp": _signed(HS, _claims(now, exp=None)),
+        "exp-null": _signed(HS, {"sub": "alice", "exp": None}),
+        "no-sub": _signed(HS, _claims(now, sub=None)),
+        "sub-number": _signed(HS, _claims(now, sub=7)),
+        "sub-empty": _signed(HS, _claims(now, sub="")),
+        "sub-long": _signed(HS, _claims(now, sub="x" * 129)),
+        "sub-control": _signed(HS, _claims(now, sub="a\nb")),
+        "expired": _signed(HS, _claims(now, exp=now - 3600)),
+        "expired-within-leeway": _signed(HS, _claims(now, exp=now - 5)),
+        "exp-float": _signed(HS, _claims(now, exp=now + 300.7)),
+        "exp-object": _signed(HS, _claims(now, exp={"at": now})),
+        "exp-huge": _signed(HS, _claims(now, exp=10**15)),
+        "nbf-future": _signed(HS, _claims(now, nbf=now + 3600)),
+        "nbf-within-leeway": _signed(HS, _claims(now, nbf=now + 5)),
+        "nbf-past": _signed(HS, _claims(now, nbf=now - 60)),
+        "nbf-list": _signed(HS, _claims(now, nbf=[1])),
+        "iat-future": _signed(HS, _claims(now, iat=now + 3600)),
+        "iat-past": _signed(HS, _claims(now, iat=now - 60)),
+        "iat-object": _signed(HS, _claims(now, iat={})),
+        "jti-string": _signed(HS, _claims(now, jti="j-1")),
+        "jti-number": _signed(HS, _claims(now, jti=5)),
+        "iss-right": _signed(HS, _claims(now, iss="https://id.example")),
+        "iss-wrong": _signed(HS, _claims(now, iss="https://evil.example")),
+        "iss-number": _signed(HS, _claims(now, iss=3)),
+        "aud-right": _signed(HS, _claims(now, aud="lb")),
+        "aud-in-list": _signed(HS, _claims(now, aud=["other", "lb"])),
+        "aud-wrong": _signed(HS, _claims(now, aud="other")),
+        "aud-list-wrong": _signed(HS, _claims(now, aud=["other"])),
+        "aud-list-mixed": _signed(HS, _claims(now, aud=["lb", 3])),
+        "aud-empty": _signed(HS, _claims(now, aud="")),
+        "aud-number": _signed(HS, _claims(now, aud=5)),
+        "iss-and-aud": _signed(HS, _claims(now, iss="https://id.example", aud="lb")),
+        "extra-claims": _signed(HS, _claims(now, role="admin", n=[1, 2, {"x": None}])),
+    }
 
-# Deliberately stricter than PyJWT (RFC 7519 section 2: NumericDate is a JSON number;
-# RFC 7515 section 4.1.11: refuse a critical extension you do not implement).
-STRICTER: dict[str, str] = {
-    "exp-numeric-string": _signed(HS, _claims(exp=str(NOW + 300))),
-    "exp-true": _signed(HS, _claims(exp=True)),
-    "nbf-string": _signed(HS, _claims(nbf="0")),
-    "crit-b64": _signed({**HS, "crit": ["b64"], "b64": True}, _claims()),
-}
+
+def _stricter(now: int) -> dict[str, str]:
+    # Deliberately stricter than PyJWT (RFC 7519 section 2: NumericDate is a JSON number;
+    # RFC 7515 section 4.1.11: refuse a critical extension you do not implement).
+    return {
+        "exp-numeric-string": _signed(HS, _claims(now, exp=str(now + 300))),
+        "exp-true": _signed(HS, _claims(now, exp=True)),
+        "nbf-string": _signed(HS, _claims(now, nbf="0")),
+        "crit-b64": _signed({**HS, "crit": ["b64"], "b64": True}, _claims(now)),
+    }
+
+
+CORPUS_NAMES = list(_corpus(0))
+STRICTER_NAMES = list(_stricter(0))
 
 CONFIGS = {
     "plain": {"jwt_leeway_s": 10.0},
@@ -148,10 +155,10 @@ def _verdict(verify: Any, token: str) -> tuple[str, Any]:
 
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=list(CONFIGS))
-@pytest.mark.parametrize("name", list(CORPUS))
+@pytest.mark.parametrize("name", CORPUS_NAMES)
 def test_the_same_verdict_as_pyjwt(config: dict[str, Any], name: str) -> None:
     verifier = Verifier(Settings(jwt_secret=f"{SECRET},{OLD}", **config))
-    token = CORPUS[name]
+    token = _corpus(int(time.time()))[name]
 
     def reference(t: str) -> dict[str, Any]:
         # PyJWT, each secret in turn on a bad signature (as the rotation used it), then the
@@ -168,10 +175,10 @@ def test_the_same_verdict_as_pyjwt(config: dict[str, Any], name: str) -> None:
     assert _verdict(verifier.claims, token) == _verdict(reference, token)
 
 
-@pytest.mark.parametrize("name", list(STRICTER))
+@pytest.mark.parametrize("name", STRICTER_NAMES)
 def test_stricter_than_pyjwt_where_the_rfcs_say_so(name: str) -> None:
     with pytest.raises(TokenError) as err:
-        HS256Verifier([SECRET], leeway=10).claims(STRICTER[name])
+        HS256Verifier([SECRET], leeway=10).claims(_stricter(int(time.time()))[name])
     assert (err.value.code, err.value.message) == ("invalid_token", "malformed token")
 
 
@@ -182,7 +189,7 @@ def test_the_corpus_covers_every_verdict() -> None:
         Settings(jwt_secret=SECRET, jwt_issuer="https://id.example", jwt_audience="lb")
     )
     seen = set()
-    for token in CORPUS.values():
+    for token in _corpus(int(time.time())).values():
         for outcome, detail in (_verdict(verifier.claims, token), _verdict(strict.claims, token)):
             seen.add("ok" if outcome == "ok" else detail)
     assert {
@@ -203,7 +210,7 @@ def test_the_corpus_covers_every_verdict() -> None:
 
 
 def test_a_secret_rotated_out_no_longer_verifies() -> None:
-    token = CORPUS["valid-old-secret"]
+    token = _corpus(int(time.time()))["valid-old-secret"]
     assert HS256Verifier([SECRET, OLD]).claims(token)["sub"] == "alice"
     with pytest.raises(TokenError) as err:
         HS256Verifier([SECRET]).claims(token)
