@@ -61,9 +61,9 @@ class Verifier:
     """Verifies bearer tokens with the configured algorithm and key.
 
     HS256 uses the shared secrets (:class:`HS256Verifier`); RS256/ES256 use a PEM public key,
-    or a JWKS URL through
-    PyJWT's ``PyJWKClient`` (keys cached, refetched when a token names an unknown ``kid``, so
-    the issuer can rotate keys). The JWKS fetch is blocking, so it runs in a thread.
+    or a JWKS URL through PyJWT's ``PyJWKClient`` (keys cached, refetched when a token names an
+    unknown ``kid``, so the issuer can rotate keys). The JWKS fetch is blocking, so it runs in
+    a thread.
     """
 
     def __init__(self, settings: Settings) -> None:

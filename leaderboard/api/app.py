@@ -27,7 +27,7 @@ class LeaderboardAPI(FastAPI):
         services = getattr(self.state, "services", None)  # None until the lifespan started
         if (
             scope["type"] == "http"
-            and services
+            and services is not None
             and await serve_fast(services, scope, receive, send)
         ):
             return

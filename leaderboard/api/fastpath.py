@@ -89,8 +89,11 @@ async def serve_fast(svc: Services, scope: Scope, receive: Receive, send: Send) 
     except Exception:
         log.exception("unexpected error on %s %s", scope["method"], route[0])
         reply = Reply(500, error_body("internal_error", "an unexpected error occurred"))
-    await send_reply(send, reply)
-    REQUEST_METRICS.observe(route[0], scope["method"], reply.status, time.perf_counter() - started)
+    try:
+        await send_reply(send, reply)
+    finally:  # counted even if the client left before the answer
+        elapsed = time.perf_counter() - started
+        REQUEST_METRICS.observe(route[0], scope["method"], reply.status, elapsed)
     return True
 
 

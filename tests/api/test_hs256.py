@@ -226,3 +226,11 @@ def test_claims_are_checked_against_the_clock_given() -> None:
             verifier.claims(token, now=now)
         assert err.value.message == message
     assert jwt.decode(token, SECRET, ["HS256"], options={"verify_exp": False})["nbf"] == 900
+
+
+@pytest.mark.parametrize(
+    "secret", ["-----BEGIN PUBLIC KEY-----\nMFkw...\n-----END PUBLIC KEY-----", "ssh-ed25519 AAAA"]
+)
+def test_a_public_key_is_refused_as_a_secret(secret: str) -> None:
+    with pytest.raises(ValueError, match="PEM or SSH"):
+        HS256Verifier([SECRET, secret])
