@@ -2,15 +2,18 @@
 
 On a fresh local stack of its own (temporary folder, free ports):
 
-1. pgbench runs the award transaction (the exact SQL of ``leaderboard.db.awards.AWARD_SQL``,
-   one completion per transaction) with 32 clients: the database ceiling.
+1. pgbench runs, with 32 clients, the single-row award statement (one completion per
+   transaction, no boards: the database ceiling of a straightforward implementation, the
+   headline ratio) and the API's own statement (``leaderboard.db.awards.AWARD_SQL``, one
+   completion per transaction).
 2. wrk sends POST /api/action/complete through the API at 64 connections, each request with the
    token of a fresh user (so every request is one real completion).
 3. wrk reads GET /api/leaderboard at 64 connections.
 4. wrk reads a bare endpoint on the same server stack (FastAPI + uvicorn, uvloop, httptools,
    constant body of the same size): the HTTP ceiling.
 
-It prints the ratios and, with --write-readme, rewrites the README's performance section.
+It prints the ratios and the CPU of every kind of process per completion and, with
+--write-readme, rewrites the README's performance section.
 """
 
 from __future__ import annotations

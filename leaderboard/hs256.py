@@ -3,10 +3,9 @@
 Why not PyJWT here: under `make bench` its HS256 ``decode`` was a fifth of the API's CPU per
 completion (it re-inspects the key on every call, to refuse PEM, SSH, DER and JSON keys, and
 validates base64 one character at a time in Python). The key is checked once, at start-up
-(``Settings`` refuses secrets shorter than the hash, this class a public key or certificate
-given as a secret); each token costs one regex match per
-segment, C base64, one HMAC through OpenSSL and two small JSON parses. RS256/ES256 stay with
-PyJWT (:mod:`leaderboard.auth`).
+(``Settings`` refuses secrets shorter than the hash, this class a PEM or SSH key given as a
+secret); each token costs one regex match per segment, C base64, one HMAC through OpenSSL and
+two small JSON parses. RS256/ES256 stay with PyJWT (:mod:`leaderboard.auth`).
 
 The rules are RFC 8725's, in PyJWT's order, so a token gets the same answer from both
 (``tests/api/test_hs256.py`` compares them on a corpus of forged and broken tokens):
@@ -22,8 +21,9 @@ The rules are RFC 8725's, in PyJWT's order, so a token gets the same answer from
    configured (a token with an ``aud`` is refused when none is configured, as PyJWT does);
    ``sub`` and ``jti`` strings.
 
-Stricter than PyJWT in one place: NumericDate claims must be JSON numbers (RFC 7519 section 2);
-PyJWT also takes numeric strings and booleans.
+Stricter than PyJWT in two places: NumericDate claims must be JSON numbers (RFC 7519 section 2;
+PyJWT also takes numeric strings and booleans), and any ``crit`` header is refused (PyJWT
+implements ``b64``).
 """
 
 from __future__ import annotations
