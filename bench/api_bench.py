@@ -258,8 +258,7 @@ def profile_writes(stack: Stack, pids: list[int], duration: int, load: Any) -> N
         raw = reports / f"profile-complete-{pid}.txt"
         cmd = [
             str(Path(sys.executable).parent / "py-spy"),
-            "record",
-            "--nonblocking",
+            "record",  # blocking (pauses the process per sample): py-spy's --native needs it
             "-r",
             "250",
             "-d",
@@ -273,8 +272,10 @@ def profile_writes(stack: Stack, pids: list[int], duration: int, load: Any) -> N
         ]))  # fmt: skip
     load()
     for raw, procs in spies:
-        for proc in procs:
-            proc.wait()
+        failed = [proc.args for proc in procs if proc.wait() != 0]
+        if failed or not raw.exists():
+            print(f"\npy-spy failed ({failed}): no profile of this process")
+            continue
         print(f"\n{raw.with_suffix('.svg')}\n{summarise_stacks(raw.read_text())}")
 
 

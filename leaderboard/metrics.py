@@ -43,6 +43,18 @@ AWARD_BATCH = Histogram(
     "Completions awarded together in one PostgreSQL transaction (group commit)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+# Where an award's time goes: waiting for one of the process's transaction slots (the queue
+# that group commit batches), then the batch's transaction (statement, commit, standby).
+AWARD_QUEUE = Histogram(
+    "leaderboard_award_queue_seconds",
+    "Time a completion waited for a free award transaction slot in its API process",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+AWARD_TRANSACTION = Histogram(
+    "leaderboard_award_transaction_seconds",
+    "Duration of one award transaction (a batch): statement, commit and synchronous standby",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 UNCERTAIN = Counter(
     "leaderboard_uncertain_completions_total",
     "Completions whose award failed with an unknown outcome, by what PostgreSQL showed later",

@@ -93,6 +93,19 @@ API: list[Panel] = [
         "short",
     ),
     (
+        "Award time: waiting for a transaction slot, then the transaction",
+        [
+            (
+                f"histogram_quantile({q}, sum by (le) "
+                f"(rate(leaderboard_award_{metric}_seconds_bucket{RATE})))",
+                f"p{int(q * 100)} {label}",
+            )
+            for metric, label in (("queue", "waiting"), ("transaction", "transaction"))
+            for q in (0.5, 0.99)
+        ],
+        "s",
+    ),
+    (
         "Completions with an unknown outcome, by what PostgreSQL showed",
         [
             (

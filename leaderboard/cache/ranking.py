@@ -13,7 +13,10 @@ range rather than ranking them wrongly.
 Top-10 change detection is a single Lua script (atomic in Redis): update the user's entry, read
 the top 10, compare its membership (the set of user ids, not their scores or order) with the
 last published one and, only if it changed, bump ``seq``, store and publish the new message.
-Concurrent completions therefore give no missed and no duplicate broadcasts.
+Concurrent completions therefore give no missed and no duplicate broadcasts. Most completions
+cannot change the membership (scores only rise, so only a user entering the top 10 changes
+it): when the ranking is complete and its top 10 published, the script compares the user's
+rank before and after instead of reading and comparing the top 10.
 """
 
 from __future__ import annotations
@@ -87,27 +90,46 @@ for b = 1, #KEYS / 2 do
       redis.call('HSET', top10, 'ranking', 'ready')
     end
     if season ~= current then redis.call('HSET', top10, 'season', season) end
+    local ready = redis.call('HGET', top10, 'ranking') == 'ready' and 1 or 0
+    local published = redis.call('HEXISTS', top10, 'seq') == 1
+    -- A complete ranking of this season whose last published top 10 is its current one
+    -- (this script is then the only writer): scores only rise, so the membership changes
+    -- only if the user enters the top 10 now.
+    local exact = user ~= '' and ready == 1 and published and season == current
+    local was_in = false
+    if exact then
+      local before = redis.call('ZREVRANK', scores, user)
+      was_in = before ~= false and before < 10
+    end
+    local is_in = false
     if user ~= '' then
       redis.call('ZADD', scores, 'GT', composite, user)
-      if b == 1 then rank = redis.call('ZREVRANK', scores, user) end
+      if b == 1 or exact then
+        local after = redis.call('ZREVRANK', scores, user)
+        if b == 1 then rank = after end
+        is_in = after < 10
+      end
     end
-    local ready = redis.call('HGET', top10, 'ranking') == 'ready' and 1 or 0
-    local top = redis.call('ZREVRANGE', scores, 0, 9, 'WITHSCORES')
-    local ids = {}
-    for i = 1, #top, 2 do ids[#ids + 1] = top[i] end
-    table.sort(ids)
-    local membership = table.concat(ids, '\\n')
+    local membership = false
+    local top
+    if not (exact and was_in == is_in) then
+      top = redis.call('ZREVRANGE', scores, 0, 9, 'WITHSCORES')
+      local ids = {}
+      for i = 1, #top, 2 do ids[#ids + 1] = top[i] end
+      table.sort(ids)
+      membership = table.concat(ids, '\\n')
+    end
     -- Unchanged membership publishes nothing, except the very first state (an empty board
     -- has one too: broadcasters then hand viewers its seq, and the first real change is
     -- seq+1 for them, not a gap from 0 to the clock) and a reset.
-    if not reset and membership == (redis.call('HGET', top10, 'members') or '')
-        and redis.call('HEXISTS', top10, 'seq') == 1 then
+    if not membership or (not reset and published
+        and membership == (redis.call('HGET', top10, 'members') or '')) then
       out[#out + 1] = 0
       out[#out + 1] = ready
     else
       local now = redis.call('TIME')
       local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-      if redis.call('HEXISTS', top10, 'seq') == 0 then
+      if not published then
         -- seq starts from the clock, so a Redis that lost its data never goes back in seq
         redis.call('HSET', top10, 'seq', now_ms)
       end

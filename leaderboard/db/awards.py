@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -196,7 +197,8 @@ async def committed(db: Database, completions: list[tuple[str, str]]) -> list[tu
     return [(r["user_id"], r["action_id"]) for r in rows]
 
 
-_Pending = tuple[Completion, "asyncio.Future[Award]"]
+# A completion, the future its caller awaits, and when it was queued (time.monotonic()).
+_Pending = tuple[Completion, "asyncio.Future[Award]", float]
 
 
 class AwardBatcher:
@@ -210,7 +212,7 @@ class AwardBatcher:
     async def award(self, completion: Completion) -> Award:
         """Award one completion; :class:`DatabaseUnavailable` if its outcome is unknown."""
         future: asyncio.Future[Award] = asyncio.get_running_loop().create_future()
-        self._queue.append((completion, future))
+        self._queue.append((completion, future, time.monotonic()))
         self._dispatch()
         # Bounded: a queued completion waits for a running batch (itself bounded by the
         # database timeout), then for its own.
@@ -227,9 +229,12 @@ class AwardBatcher:
     def _dispatch(self) -> None:
         while self._queue and len(self._running) < self.max_batches:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-            batch = [(c, f) for c, f in batch if not f.done()]  # the caller gave up
+            batch = [p for p in batch if not p[1].done()]  # the caller gave up
             if not batch:
                 continue
+            now = time.monotonic()
+            for _, _, queued in batch:
+                metrics.AWARD_QUEUE.observe(now - queued)
             task = asyncio.create_task(self._run(batch), name="award-batch")
             self._running.add(task)
             task.add_done_callback(self._finished)
@@ -250,14 +255,16 @@ class AwardBatcher:
         # A repeated (user, action) goes once; its repeats share the outcome of the first.
         first: dict[tuple[str, str], int] = {}
         unique: list[Completion] = []
-        for completion, _ in pending:
+        for completion, _, _ in pending:
             key = (completion.user_id, completion.action_id)
             if key not in first:
                 first[key] = len(unique)
                 unique.append(completion)
         metrics.AWARD_BATCH.observe(len(unique))
+        started = time.monotonic()
         try:
             awards: list[Award | None] = list(await award_many(self.db, unique))
+            metrics.AWARD_TRANSACTION.observe(time.monotonic() - started)
         except asyncpg.PostgresError as exc:
             if len(unique) == 1:
                 raise
@@ -271,7 +278,7 @@ class AwardBatcher:
                     _fail([p for p in pending if (p[0].user_id, p[0].action_id) == key], one)
                     awards.append(None)
         sent: set[int] = set()
-        for completion, future in pending:
+        for completion, future, _ in pending:
             index = first[completion.user_id, completion.action_id]
             award = awards[index]
             if award is not None and index in sent:  # a repeat: the first one took it
@@ -282,7 +289,7 @@ class AwardBatcher:
 
 
 def _fail(pending: list[_Pending], exc: BaseException) -> None:
-    for _, future in pending:
+    for _, future, _ in pending:
         if not future.done():
             if isinstance(exc, Exception):
                 future.set_exception(exc)

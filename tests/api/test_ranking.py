@@ -14,8 +14,11 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from leaderboard.cache.ranking import decode, encode
+from leaderboard.boards import ALL_TIME
+from leaderboard.cache.keys import Keys
+from leaderboard.cache.ranking import Ranking, Update, decode, encode
 from leaderboard.db import scores
+from leaderboard.devstack.stack import Stack
 from tests.apiclient import Api
 from tests.support import eventually
 
@@ -258,3 +261,48 @@ async def test_any_user_id_a_token_carries_reads_back(
     me = await api.client.get(f"/api/leaderboard/users/{quote(user, safe='')}")
     assert me.status_code == 200, me.text
     assert me.json()["userId"] == user and me.json()["score"] == 10
+
+
+async def test_the_script_publishes_exactly_when_a_reference_top10_membership_changes(
+    stack: Stack,
+) -> None:
+    """Hundreds of random updates (small and large gains, repeats, users new and old) on a
+    complete ranking: after each, a broadcast iff the membership of a plain Python model's
+    top 10 changed, carrying that top 10; the rank returned is the model's."""
+    client = aioredis.Redis.from_url(stack.redis.url)
+    ranking = Ranking(client, Keys(f"model-{random.getrandbits(32):x}:"))
+    rng = random.Random(11)
+    await ranking.rebuild(ALL_TIME, 1, _no_batches())  # complete and published (empty)
+    model: dict[str, tuple[int, int]] = {}  # user -> (score, reached_seq)
+
+    def top10() -> list[tuple[str, int]]:
+        ordered = sorted(model.items(), key=lambda kv: (-kv[1][0], kv[1][1]))
+        return [(user, score) for user, (score, _) in ordered[:10]]
+
+    published = frozenset[str]()
+    try:
+        for seq in range(1, 600):
+            user = f"u{rng.randrange(40)}"
+            score = model.get(user, (0, 0))[0] + rng.choice([0, 1, 1, 5, 40])
+            recorded = await ranking.record(user, [Update(ALL_TIME, 1, score, seq)])
+            if score > model.get(user, (-1, 0))[0]:
+                model[user] = (score, seq)
+            truth = top10()
+            members = frozenset(u for u, _ in truth)
+            assert (recorded.published_seq is not None) == (members != published), seq
+            published = members
+            ordered = sorted(model, key=lambda u: (-model[u][0], model[u][1]))
+            assert recorded.rank == ordered.index(user) + 1
+            if recorded.published_seq is not None:
+                message = json.loads(await client.hget(ranking.keys.top10, "message") or "")
+                assert [(e["userId"], e["score"]) for e in message["top"]] == truth
+        assert await ranking.top() == [
+            {"rank": i + 1, "userId": u, "score": s} for i, (u, s) in enumerate(top10())
+        ]
+    finally:
+        await client.aclose()
+
+
+async def _no_batches() -> AsyncIterator[list[tuple[str, int, int]]]:
+    return
+    yield

@@ -26,6 +26,12 @@ def batches_so_far() -> float:
     return REGISTRY.get_sample_value("leaderboard_award_batch_size_count") or 0.0
 
 
+def observed(histogram: str) -> tuple[float, float]:
+    """(count, sum) of a histogram of this process."""
+    count = REGISTRY.get_sample_value(f"{histogram}_count") or 0.0
+    return count, REGISTRY.get_sample_value(f"{histogram}_sum") or 0.0
+
+
 async def scores_of(api: Api, users: list[str]) -> dict[str, int]:
     rows = await api.services.db.fetch(
         "SELECT user_id, score FROM scores WHERE user_id = ANY($1::text[])", users
@@ -43,11 +49,23 @@ async def test_completions_sent_together_each_get_their_own_outcome(
     wanted += [(users[2], "no-such-action")]
     random.Random(7).shuffle(wanted)
     before = batches_so_far()
+    queued, transactions = (
+        observed("leaderboard_award_queue_seconds"),
+        observed("leaderboard_award_transaction_seconds"),
+    )
 
     awards = await asyncio.gather(*(batcher.award(completion(u, a)) for u, a in wanted))
 
     # 27 completions in far fewer transactions: the first alone, the rest together.
-    assert batches_so_far() - before <= 3
+    batches = batches_so_far() - before
+    assert batches <= 3
+    # Where the time went: every completion waited (the first not at all, the rest for it),
+    # every batch's transaction was timed.
+    queue_count, queue_sum = observed("leaderboard_award_queue_seconds")
+    transaction_count, transaction_sum = observed("leaderboard_award_transaction_seconds")
+    assert queue_count - queued[0] == len(wanted)
+    assert transaction_count - transactions[0] == batches
+    assert queue_sum - queued[1] > 0 and transaction_sum - transactions[1] > 0
     by_pair: dict[tuple[str, str], list[Award]] = {}
     for pair, award in zip(wanted, awards, strict=True):
         by_pair.setdefault(pair, []).append(award)
