@@ -358,12 +358,7 @@ def main() -> int:
         asyncio.run(stack.start())
         api = stack.api_url
         port = free_ports(1)[0]
-        bare = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port),
-             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level",
-             "warning", "--no-server-header"],
-            cwd=REPO,
-        )  # fmt: skip
+        bare = subprocess.Popen([sys.executable, "-m", "bench.bare_app", str(port)], cwd=REPO)
         bare_url = f"http://127.0.0.1:{port}/bare"
         wait_http(bare_url, bare)
 

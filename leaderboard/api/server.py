@@ -30,10 +30,12 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_one(settings: Settings, host: str) -> None:
+def run_uvicorn(app: str, host: str, port: int, *, factory: bool = False) -> None:
+    """Serve the ASGI app ``app`` ("module:attribute") on ``host:port`` until SIGTERM, with the
+    API's server settings (the benchmark's bare endpoint runs on the same ones)."""
     config = uvicorn.Config(
-        "leaderboard.api.app:create_app",
-        factory=True,
+        app,
+        factory=factory,
         loop="uvloop",
         http="httptools",
         access_log=False,  # the metrics count every request; a log line each costs ~10%
@@ -42,7 +44,11 @@ def _run_one(settings: Settings, host: str) -> None:
         server_header=False,
         log_level="info",
     )
-    uvicorn.Server(config).run(sockets=[_listen(host, settings.api_port)])
+    uvicorn.Server(config).run(sockets=[_listen(host, port)])
+
+
+def _run_one(settings: Settings, host: str) -> None:
+    run_uvicorn("leaderboard.api.app:create_app", host, settings.api_port, factory=True)
 
 
 def serve(settings: Settings, host: str | None = None) -> None:
