@@ -44,6 +44,7 @@ from leaderboard.devstack.stack import Stack
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
+from bench import cpu_budget  # noqa: E402
 from tests.support import free_ports, stack_env  # noqa: E402  (shared with the test harness)
 
 # The award as one single-row statement, as the API ran it before group commit: the cheapest
@@ -368,7 +369,9 @@ def main() -> int:
         for _ in range(args.rounds):
             print(f"api: GET /api/leaderboard, {args.connections} connections, {d} s")
             run_wrk(api + "/api/leaderboard", args.connections, warm)
-            top_runs.append(run_wrk(api + "/api/leaderboard", args.connections, d))
+            top = partial(run_wrk, api + "/api/leaderboard", args.connections, d)
+            result, cpu = measure_cpu(top)
+            top_runs.append({**result, "cpu_us": cpu})
             print(f"bare: GET /bare on the same server stack, {args.connections} connections")
             run_wrk(bare_url, args.connections, warm)
             bare_runs.append(run_wrk(bare_url, args.connections, d))
@@ -403,6 +406,13 @@ def main() -> int:
         print("CPU microseconds per transaction (pgbench) and per completion (API):")
         for name in ("pgbench_award", "pgbench_one_row", "api_complete"):
             print(f"  {name}: {results[name]['cpu_us']}")
+        print("cpu budget: each step of a completion alone, in this process")
+        results["cpu_budget"] = cpu_budget.run(settings)
+        print(cpu_budget.render(
+            results["cpu_budget"],
+            results["api_top10"]["cpu_us"].get("api", 0),
+            complete["cpu_us"].get("api", 0),
+        ))  # fmt: skip
         spent = [after - cpu_before.get(pid, 0.0) for pid, after in worker_cpu(stack).items()]
         results["api_worker_cpu_s"] = [round(x, 1) for x in spent if x >= 0.1]
         if args.profile:
@@ -545,6 +555,21 @@ def render(r: dict[str, Any]) -> str:
         )
         + "."
     )
+    if "cpu_budget" in r:
+        b, task = r["cpu_budget"], r["cpu_budget"][cpu_budget.TASK]
+        steps = ", ".join(
+            f"{name} {us - task:.0f}"
+            for name, us in b.items()
+            if name not in (cpu_budget.TASK, cpu_budget.FLOW)
+        )
+        notes += (
+            f"\n\nThe API's CPU per completion, step by step (`bench/cpu_budget.py`: each step "
+            f"alone, 32 in flight, in µs): {steps}; the whole flow without HTTP "
+            f"{b[cpu_budget.FLOW]:.0f}; the HTTP server and the fast path per request (the "
+            f"cached top-10 read) {r['api_top10']['cpu_us'].get('api', 0)}; under wrk "
+            f"{r['api_complete']['cpu_us'].get('api', 0)}, "
+            "the rest being what interleaving thousands of requests adds (loop turns, wake-ups)."
+        )
     if "tls" in r:
         notes += (
             "\n\nTLS mode (`LEADERBOARD_TLS=true`: every Redis and PostgreSQL connection TLS, "
