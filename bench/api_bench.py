@@ -12,8 +12,10 @@ On a fresh local stack of its own (temporary folder, free ports):
 4. wrk reads a bare endpoint on the same server stack (FastAPI + uvicorn, uvloop, httptools,
    constant body of the same size): the HTTP ceiling.
 
+5. The API's CPU per completion step by step (``bench/cpu_budget.py``), in this process.
+
 It prints the ratios and the CPU of every kind of process per completion and, with
---write-readme, rewrites the README's performance section.
+--write-readme, rewrites the README's performance section (``bench/report.py``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 from bench import cpu_budget  # noqa: E402
+from bench.cpu import measure_cpu, worker_cpu  # noqa: E402
+from bench.report import render, write_readme  # noqa: E402
+from bench.sampling import profile_writes  # noqa: E402
 from tests.support import free_ports, stack_env  # noqa: E402  (shared with the test harness)
 
 # The award as one single-row statement, as the API ran it before group commit: the cheapest
@@ -139,58 +144,6 @@ def _wrk_latency(out: str, pct: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def _cpu_ticks() -> dict[str, float]:
-    """CPU seconds used so far, by kind of process: each member's postgres processes, redis,
-    the load generators, the API. A process's reaped children count for it (cutime), so the
-    postmaster carries its exited backends and this process the wrk and pgbench it ran."""
-    tick = os.sysconf("SC_CLK_TCK")
-    usage: dict[str, float] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue  # gone meanwhile
-        comm, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
-        member = re.search(r"cluster_name=(\S+)|^postgres: ([^:]+):", " ".join(argv))
-        if comm == "postgres" and member:
-            kind = "postgres " + (member.group(1) or member.group(2))
-        elif comm in ("wrk", "pgbench") or int(proc.name) == os.getpid():
-            kind = "load generator"
-        elif comm.startswith("redis"):
-            kind = "redis"
-        elif comm.startswith(("python", "leaderboard", "uvicorn")):
-            kind = "api"
-        else:
-            kind = "other"
-        used = sum(int(f) for f in fields[11:15]) / tick  # utime, stime, cutime, cstime
-        usage[kind] = usage.get(kind, 0.0) + used
-    return usage
-
-
-def measure_cpu(run: Any) -> tuple[dict[str, float], dict[str, float]]:
-    """Run ``run()``; return its result and the CPU microseconds per request of each kind
-    of process during it (plus ``idle``: the machine's unused CPU per request)."""
-
-    def idle() -> float:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        return (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")
-
-    before, idle_before = _cpu_ticks(), idle()
-    result = run()
-    after, idle_after = _cpu_ticks(), idle()
-    served = result["requests"]
-    per_request = {
-        kind: round((used - before.get(kind, 0.0)) / served * 1e6)
-        for kind, used in sorted(after.items())
-        if used - before.get(kind, 0.0) > 0.05
-    }
-    per_request["idle"] = round((idle_after - idle_before) / served * 1e6)
-    return result, per_request
-
-
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
     """The run with the highest throughput: the machine is shared, noise only slows it."""
     return max(runs, key=lambda r: r["rps"])
@@ -228,80 +181,6 @@ def seed_scores(stack: Stack, users: int = 5000) -> None:
 
     asyncio.run(seed())
     wait_http(stack.api_url + "/api/leaderboard")
-
-
-def worker_cpu(stack: Stack) -> dict[int, float]:
-    """CPU seconds used so far by each API server process (to see how load spread)."""
-    api = next(c for c in stack.components if c.name == "api")
-    root = api.pid()
-    pids = [root] if root else []
-    if root:
-        children = Path(f"/proc/{root}/task/{root}/children")
-        if children.exists():
-            pids += [int(p) for p in children.read_text().split()]
-    tick = os.sysconf("SC_CLK_TCK")
-    usage = {}
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        usage[pid] = (int(fields[11]) + int(fields[12])) / tick
-    if len(usage) > 1:
-        usage.pop(root)  # the parent only supervises
-    return usage
-
-
-def profile_writes(stack: Stack, pids: list[int], duration: int, load: Any) -> None:
-    """Sample each API process with py-spy while ``load`` runs: an SVG flame graph per
-    process and a summary of the functions with the most samples (own and inclusive)."""
-    reports = REPO / "reports"
-    reports.mkdir(exist_ok=True)
-    spies = []
-    for pid in pids:
-        raw = reports / f"profile-complete-{pid}.txt"
-        cmd = [
-            str(Path(sys.executable).parent / "py-spy"),
-            "record",  # blocking (pauses the process per sample): py-spy's --native needs it
-            "-r",
-            "250",
-            "-d",
-            str(duration),
-            "--native",  # C frames too: syscalls, the collector, asyncpg's and uvloop's own
-            "-p",
-        ]
-        spies.append((raw, [
-            subprocess.Popen([*cmd, str(pid), "-f", "raw", "-o", str(raw)]),
-            subprocess.Popen([*cmd, str(pid), "-o", str(raw.with_suffix(".svg"))]),
-        ]))  # fmt: skip
-    load()
-    for raw, procs in spies:
-        failed = [proc.args for proc in procs if proc.wait() != 0]
-        if failed or not raw.exists():
-            print(f"\npy-spy failed ({failed}): no profile of this process")
-            continue
-        print(f"\n{raw.with_suffix('.svg')}\n{summarise_stacks(raw.read_text())}")
-
-
-def summarise_stacks(collapsed: str, top: int = 25) -> str:
-    """py-spy's collapsed stacks -> the functions with the most samples, as % of all."""
-    own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
-    for line in collapsed.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
-        total += n
-        frames = [re.sub(r" \((.*/)?(site-packages/)?", " (", f) for f in stack.split(";")]
-        own[frames[-1]] = own.get(frames[-1], 0) + n
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + n
-    lines = [f"{total} samples; own %, inclusive %, function"]
-    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
-        lines.append(f"{100 * own.get(frame, 0) / total:5.1f} {100 * n / total:5.1f}  {frame}")
-    lines.append("-- most own time:")
-    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        lines.append(f"{100 * n / total:5.1f} {100 * inclusive[frame] / total:5.1f}  {frame}")
-    return "\n".join(lines)
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
@@ -501,94 +380,6 @@ def measure_tls(args: argparse.Namespace) -> dict[str, Any]:
         "pgbench_award": best(pg_runs),
         "api_complete": best(api_runs),
     }
-
-
-def render(r: dict[str, Any]) -> str:
-    s = r["setup"]
-    api_cpu = r["api_complete"]["cpu_us"].get("api", 0)
-    rows = [
-        "| Path | Requests/s | p50 | p99 | Compared with | Ratio | Target |",
-        "|---|---|---|---|---|---|---|",
-        f"| POST /api/action/complete ({s['connections']} conn.) | "
-        f"{r['api_complete']['rps']:,.0f} | {r['api_complete']['p50_ms']:.1f} ms | "
-        f"{r['api_complete']['p99_ms']:.1f} ms | pgbench, the single-row award statement "
-        f"(one completion per transaction, no boards), {s['pgbench_clients']} clients: "
-        f"{r['pgbench_one_row']['rps']:,.0f} TPS | "
-        f"**{r['ratios']['complete_vs_one_row']:.0%}** | ≥ 100%, p99 ≤ 50 ms |",
-        f"| (same run) | | | | pgbench, the API's own statement (boards included), one "
-        f"completion per transaction: {r['pgbench_award']['rps']:,.0f} TPS | "
-        f"**{r['ratios']['complete_vs_pgbench']:.0%}** | |",
-        f"| (same run) API CPU per completion | {api_cpu} µs | | | | | ≤ 150 µs |",
-        f"| GET /api/leaderboard ({s['connections']} conn.) | {r['api_top10']['rps']:,.0f} | "
-        f"{r['api_top10']['p50_ms']:.1f} ms | {r['api_top10']['p99_ms']:.1f} ms | bare endpoint, "
-        f"same stack: {r['bare_endpoint']['rps']:,.0f} req/s | "
-        f"**{r['ratios']['top10_vs_bare']:.0%}** | ≥ 200% |",
-    ]
-    if "tls" in r:
-        t, ratios = r["tls"], r["ratios"]
-        rows += [
-            f"| POST /api/action/complete, **TLS mode** | {t['api_complete']['rps']:,.0f} | "
-            f"{t['api_complete']['p50_ms']:.1f} ms | {t['api_complete']['p99_ms']:.1f} ms | "
-            f"the plaintext run above | **{ratios['tls_complete_vs_plain']:.0%}** | |",
-            f"| (same TLS run) | | | | pgbench over TLS, same SQL: "
-            f"{t['pgbench_award']['rps']:,.0f} TPS | "
-            f"**{ratios['tls_complete_vs_pgbench']:.0%}** | ≥ 50% |",
-            f"| GET /api/leaderboard, **TLS mode** | {t['api_top10']['rps']:,.0f} | "
-            f"{t['api_top10']['p50_ms']:.1f} ms | {t['api_top10']['p99_ms']:.1f} ms | "
-            f"the plaintext run above | **{ratios['tls_top10_vs_plain']:.0%}** | |",
-        ]
-    notes = (
-        f"\nMeasured by `make bench` on {s['date']} ({s['machine']}, {s['api_workers']} API "
-        f"server process(es) sharing the port with SO_REUSEPORT, CPU seconds each during the "
-        f"write runs: {r['api_worker_cpu_s']}; best of {s['rounds']} runs of "
-        f"{s['duration_s']} s; load generators, PostgreSQL primary and standby, Redis and the "
-        f"API all on the same machine). Non-2xx answers during the completion run: "
-        f"{r['api_complete']['non_2xx']} of {r['api_complete']['requests']}.\n\n"
-        "CPU per completion by process, in µs (pgbench: per transaction): "
-        + "; ".join(
-            f"{label}: " + ", ".join(f"{k} {v}" for k, v in r[name]["cpu_us"].items())
-            for label, name in (
-                ("API", "api_complete"),
-                ("pgbench", "pgbench_award"),
-                ("pgbench single-row", "pgbench_one_row"),
-            )
-        )
-        + "."
-    )
-    if "cpu_budget" in r:
-        b, task = r["cpu_budget"], r["cpu_budget"][cpu_budget.TASK]
-        steps = ", ".join(
-            f"{name} {us - task:.0f}"
-            for name, us in b.items()
-            if name not in (cpu_budget.TASK, cpu_budget.FLOW)
-        )
-        notes += (
-            f"\n\nThe API's CPU per completion, step by step (`bench/cpu_budget.py`: each step "
-            f"alone, 32 in flight, in µs): {steps}; the whole flow without HTTP "
-            f"{b[cpu_budget.FLOW]:.0f}; the HTTP server and the fast path per request (the "
-            f"cached top-10 read) {r['api_top10']['cpu_us'].get('api', 0)}; under wrk "
-            f"{r['api_complete']['cpu_us'].get('api', 0)}, "
-            "the rest being what interleaving thousands of requests adds (loop turns, wake-ups)."
-        )
-    if "tls" in r:
-        notes += (
-            "\n\nTLS mode (`LEADERBOARD_TLS=true`: every Redis and PostgreSQL connection TLS, "
-            "verified, and authenticated; a stack of its own after the plaintext one stopped), "
-            "CPU per completion: "
-            + "; ".join(
-                f"{label}: " + ", ".join(f"{k} {v}" for k, v in r["tls"][name]["cpu_us"].items())
-                for label, name in (("API", "api_complete"), ("pgbench", "pgbench_award"))
-            )
-            + "."
-        )
-    return "\n".join(rows) + "\n" + notes
-
-
-def write_readme(table: str) -> None:
-    readme = REPO / "README.md"
-    text = readme.read_text()
-    pattern = re.compile(r"(<!-- bench:begin -->\n).*?(<!-- bench:end -->)", re.S)
-    readme.write_text(pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
 
 
 if __name__ == "__main__":
