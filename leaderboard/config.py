@@ -106,6 +106,20 @@ class Settings(BaseSettings):
     db_startup_timeout_s: float = Field(
         60.0, gt=0, description="How long a starting API waits for a writable primary."
     )
+    reconcile_interval_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How often one API process checks the latest completions against the "
+        "Redis rankings and records what they lack (docs/api.md#ranking-consistency).",
+    )
+    reconcile_lag_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Age at which a completion is checked: its transaction must have ended by "
+        "then. A missed ranking update is repaired within lag + interval after its commit.",
+    )
 
     # -- broadcaster
     ws_allow_anonymous: bool | None = Field(

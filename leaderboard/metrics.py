@@ -65,6 +65,19 @@ REBUILDS = Counter(
     "Rebuilds of the Redis ranking from PostgreSQL",
     ["result"],
 )
+REPAIRED = Counter(
+    "leaderboard_ranking_repaired_total",
+    "Ranking entries PostgreSQL had and Redis lacked (or held lower), recorded by a repair",
+    ["board", "via"],
+)
+RECONCILED = Counter(
+    "leaderboard_ranking_reconciled_completions_total",
+    "Completions the reconciliation checked against the Redis rankings",
+)
+RECONCILE_BEHIND = Gauge(
+    "leaderboard_ranking_reconcile_behind",
+    "Completions old enough to check that the last reconciliation round left for the next",
+)
 DB_UNAVAILABLE = Counter(
     "leaderboard_db_unavailable_total", "Requests answered 503 because PostgreSQL was unavailable"
 )
@@ -80,5 +93,5 @@ for _operation in ("ratelimit", "record", "top", "user"):
     REDIS_FALLBACKS.labels(_operation)
 for _outcome in ("committed", "absent"):
     UNCERTAIN.labels(_outcome)
-for _result in ("done", "elsewhere", "failed"):
+for _result in ("done", "elsewhere", "superseded", "failed"):
     REBUILDS.labels(_result)

@@ -1,8 +1,11 @@
 """Keeping the Redis rankings in step with PostgreSQL, for every board alike.
 
-- Rebuild: a board whose ranking is incomplete in Redis (lost, flushed, never built) is
-  reloaded from its current season in PostgreSQL, one rebuild per board at a time across all
-  API processes; reads use PostgreSQL meanwhile.
+- Rebuild: a board whose ranking is incomplete in Redis (lost, flushed, never built, or
+  invalidated after a missed record) is reloaded from its current season in PostgreSQL, one
+  rebuild per board at a time across all API processes; reads use PostgreSQL meanwhile. Only a
+  rebuild begun in the ranking's current generation may mark it complete
+  (:mod:`leaderboard.cache.generation`). Every process looks each second for boards left
+  incomplete (a rebuild that failed, or that another process gave up) and rebuilds them.
 - Uncertain completions: an award that failed on a timeout may still commit (its commit may
   be waiting for the synchronous standby). Such completions are looked for in PostgreSQL every
   second for a while, and put into the rankings when they show up.
@@ -10,6 +13,8 @@
   for; its successor (every API process, at start) compares what was reached in the last
   ``CATCH_UP_S`` with the rankings and records what they lack (found by the chaos campaign:
   a kill -9 of the API left a committed completion out of Redis for good).
+- Reconciliation (:mod:`leaderboard.reconcile`): whatever was missed and by whom, every
+  completion is checked against the rankings a few seconds after it was written.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from leaderboard import metrics
 from leaderboard.cache.errors import REDIS_ERRORS
-from leaderboard.cache.ranking import Ranking, Update, decode
+from leaderboard.cache.ranking import Ranking, RankingRangeError, Update, encode
 from leaderboard.db import scores
 from leaderboard.db.awards import committed
 from leaderboard.db.pool import Database, DatabaseUnavailable
@@ -32,7 +37,7 @@ UNCERTAIN_MAX = 10_000  # completions with an unknown outcome followed at once
 UNCERTAIN_TTL_S = 300.0  # how long one is looked for
 CATCH_UP_S = 300.0  # at start: scores reached this recently are checked against the rankings
 
-_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, DatabaseUnavailable)
+ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, DatabaseUnavailable)
 
 Record = Callable[[str, list[Update]], Awaitable[object]]
 
@@ -48,6 +53,9 @@ class Repair:
         self.stale = False
         # (user, action) whose award failed with an unknown outcome -> when (monotonic).
         self._uncertain: dict[tuple[str, str], float] = {}
+        for board in boards:  # at 0 from the start, so that increase() sees the first
+            for via in ("catch_up", "reconcile"):
+                metrics.REPAIRED.labels(board, via)
 
     async def stop(self) -> None:
         for task in self._rebuilds.values():
@@ -76,45 +84,62 @@ class Repair:
                 log.warning("board %s has no current season written yet", board)
                 return
             source = scores.Source(board, season)
-            done = await self.ranking.rebuild(board, season, scores.all_scores(self.db, source))
-        except _ERRORS as exc:
+            result = await self.ranking.rebuild(
+                board, season, lambda: scores.all_scores(self.db, source)
+            )
+        except ERRORS as exc:
             log.warning("ranking rebuild of %s failed: %s", board, exc)
             metrics.REBUILDS.labels("failed").inc()
             self.stale = True  # try again once both are back
             return
-        metrics.REBUILDS.labels("done" if done else "elsewhere").inc()
-        if done:
+        metrics.REBUILDS.labels(result).inc()
+        if result == "done":
             log.info("ranking of %s (season %d) rebuilt from PostgreSQL", board, season)
+        elif result == "superseded":
+            log.info("ranking rebuild of %s superseded; the next sweep starts again", board)
 
-    # -- catch-up at start
+    async def _sweep(self) -> None:
+        """Rebuild every board whose ranking is incomplete and not being rebuilt here."""
+        for board in self.boards:
+            task = self._rebuilds.get(board)
+            if (task is None or task.done()) and not await self.ranking.is_ready(board):
+                self.schedule_rebuild(board)
 
-    async def catch_up(self, window_s: float, batch: int = 1000) -> int:
-        """Record the standings reached in the last ``window_s`` that the rankings lack or
-        hold lower (idempotent: the update keeps the higher score); how many users."""
+    # -- recording what the rankings lack
+
+    async def record_lacking(self, found: dict[str, list[Update]], via: str) -> int:
+        """Record the standings of ``found`` that the rankings lack or hold lower (idempotent:
+        the update keeps the higher entry); how many users were recorded."""
+        by_board: dict[str, list[tuple[str, Update]]] = {}
+        for user, updates in found.items():
+            for update in updates:
+                by_board.setdefault(update.board, []).append((user, update))
+        lacking: dict[str, list[Update]] = {}
+        for board, pairs in by_board.items():
+            key = self.ranking.keys.board(board).scores
+            for i in range(0, len(pairs), 1000):
+                chunk = pairs[i : i + 1000]
+                held = await self.ranking.client.zmscore(key, [user for user, _ in chunk])
+                for (user, update), composite in zip(chunk, held, strict=True):
+                    if _behind(composite, update):
+                        lacking.setdefault(user, []).append(update)
+                        metrics.REPAIRED.labels(board, via).inc()
+        for user, updates in lacking.items():
+            await self.record(user, updates)
+        return len(lacking)
+
+    async def catch_up(self, window_s: float) -> int:
+        """Record the standings reached in the last ``window_s`` that the rankings lack."""
         try:
             found = await scores.standings(self.db, within_s=window_s)
-            by_board: dict[str, list[tuple[str, Update]]] = {}
-            for user, updates in found.items():
-                for update in updates:
-                    by_board.setdefault(update.board, []).append((user, update))
-            lacking: dict[str, list[Update]] = {}
-            for board, pairs in by_board.items():
-                key = self.ranking.keys.board(board).scores
-                for i in range(0, len(pairs), batch):
-                    chunk = pairs[i : i + batch]
-                    held = await self.ranking.client.zmscore(key, [user for user, _ in chunk])
-                    for (user, update), composite in zip(chunk, held, strict=True):
-                        if composite is None or decode(composite) < update.score:
-                            lacking.setdefault(user, []).append(update)
-            for user, updates in lacking.items():
-                await self.record(user, updates)
-        except _ERRORS as exc:  # a rebuild follows once both answer again
+            recorded = await self.record_lacking(found, "catch_up")
+        except ERRORS as exc:  # a rebuild follows once both answer again
             log.warning("ranking catch-up failed: %s", exc)
             self.stale = True
             return 0
-        if lacking:
-            log.info("ranking catch-up: recorded %d users the rankings lacked", len(lacking))
-        return len(lacking)
+        if recorded:
+            log.info("ranking catch-up: recorded %d users the rankings lacked", recorded)
+        return recorded
 
     # -- uncertain completions
 
@@ -124,7 +149,7 @@ class Repair:
             return
         self._uncertain.setdefault((user_id, action_id), time.monotonic())
 
-    async def _reconcile(self) -> None:
+    async def _reconcile_uncertain(self) -> None:
         """Put into the rankings the uncertain completions that turned out committed; forget
         those still absent after ``UNCERTAIN_TTL_S`` (rolled back, or lost with a primary)."""
         pending = list(self._uncertain)
@@ -145,20 +170,35 @@ class Repair:
             metrics.UNCERTAIN.labels("absent").inc()
 
     async def run(self, interval_s: float = 1.0) -> None:
-        """Read back uncertain completions; once Redis answers again after completions it
-        missed, rebuild the rankings."""
         while True:
             await asyncio.sleep(interval_s)
-            if self._uncertain:
-                await self._reconcile()
-            if not self.stale:
-                continue
-            try:
+            await self.tick()
+
+    async def tick(self) -> None:
+        """One round: read back uncertain completions; once Redis answers again after
+        completions it missed, invalidate the rankings (a new generation) and rebuild them;
+        rebuild any ranking left incomplete."""
+        if self._uncertain:
+            await self._reconcile_uncertain()
+        try:
+            if self.stale:
                 await self.ranking.client.ping()
+                # Cleared first: a record missed while invalidating sets it again.
                 self.stale = False
-                for board in self.boards:  # reads use PostgreSQL until the rebuild ends
-                    await self.ranking.invalidate(board)
-            except REDIS_ERRORS:
-                self.stale = True
-                continue
-            self.schedule_all()
+                try:
+                    for board in self.boards:  # reads use PostgreSQL until the rebuild ends
+                        await self.ranking.invalidate(board)
+                except REDIS_ERRORS:
+                    self.stale = True
+                    raise
+            await self._sweep()
+        except REDIS_ERRORS:
+            pass  # still away: next round
+
+
+def _behind(composite: float | None, update: Update) -> bool:
+    """Whether a ranking entry (None: absent) is below PostgreSQL's standing."""
+    try:
+        return composite is None or int(composite) < encode(update.score, update.reached_seq)
+    except RankingRangeError:
+        return False  # never recorded either: the write path logs it

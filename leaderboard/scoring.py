@@ -41,6 +41,7 @@ from leaderboard.db import scores
 from leaderboard.db.awards import AwardBatcher, Completion
 from leaderboard.db.pool import Database, DatabaseUnavailable
 from leaderboard.errors import AppError, unavailable
+from leaderboard.reconcile import Reconciler
 from leaderboard.repair import CATCH_UP_S, Repair
 from leaderboard.seasonclock import SeasonClock
 
@@ -94,6 +95,8 @@ class Leaderboard:
         top_cache_s: float,
         around: int,
         award_batches: int = 2,
+        reconcile_interval_s: float = 5.0,
+        reconcile_lag_s: float = 10.0,
     ) -> None:
         self.db = db
         self.awards = AwardBatcher(db, max_batches=award_batches)
@@ -108,6 +111,9 @@ class Leaderboard:
         # (read at, top 10, its JSON response body) from Redis; reused for top_cache_s.
         self._top_cache: tuple[float, list[Entry], bytes] | None = None
         self.repair = Repair(db, self.ranking, self.record, list(catalog.boards))
+        self.reconciler = Reconciler(
+            self.repair, interval_s=reconcile_interval_s, lag_s=reconcile_lag_s
+        )
         self.seasons = SeasonClock(db, self._announce)
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -117,6 +123,7 @@ class Leaderboard:
         await self.seasons.refresh()
         self._tasks = [
             asyncio.create_task(self.repair.run(), name="ranking-repair"),
+            asyncio.create_task(self.reconciler.run(), name="ranking-reconcile"),
             asyncio.create_task(self.seasons.run(), name="season-clock"),
             asyncio.create_task(self.catch_up(CATCH_UP_S), name="ranking-catch-up"),
         ]

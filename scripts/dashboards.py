@@ -115,6 +115,21 @@ API: list[Panel] = [
         ],
         "ops",
     ),
+    (
+        "Ranking repairs: entries Redis lacked, and rebuilds",
+        [
+            (
+                f"sum by (via) (rate(leaderboard_ranking_repaired_total{RATE}))",
+                "repaired ({{via}})",
+            ),
+            (
+                f"sum by (result) (rate(leaderboard_ranking_rebuilds_total{RATE}))",
+                "rebuild {{result}}",
+            ),
+            ("sum(leaderboard_ranking_reconcile_behind)", "reconciliation behind"),
+        ],
+        "ops",
+    ),
 ]
 
 BROADCASTER: list[Panel] = [

@@ -99,7 +99,7 @@ async def empty_board(api: Api, stack: Stack) -> Api:
         await api.services.redis.delete(keys.scores, keys.top10)
         season = await scores.current_season(api.services.db, board)
         assert season is not None
-        assert await ranking.rebuild(board, season, _no_batches())
+        assert await ranking.rebuild(board, season, _no_batches) == "done"
     return api
 
 

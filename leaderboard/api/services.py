@@ -69,6 +69,8 @@ class Services:
             top_cache_s=settings.top_cache_ms / 1000,
             around=settings.around,
             award_batches=settings.db_award_batches,
+            reconcile_interval_s=settings.reconcile_interval_s,
+            reconcile_lag_s=settings.reconcile_lag_s,
         )
         await board.start()
         return cls(settings, catalog, db, client, pipe, Verifier(settings), board)

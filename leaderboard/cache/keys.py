@@ -41,7 +41,7 @@ class Keys:
     def top10(self) -> str:
         """Hash: ``members`` (last published membership), ``seq``, ``message`` (last published
         message), ``ranking`` (= ``ready`` once the sorted set holds every user), ``season``
-        (the season the sorted set holds)."""
+        (the season the sorted set holds), ``epoch`` (its generation: cache.generation)."""
         return f"{self.prefix}leaderboard:top10"
 
     @property
@@ -52,6 +52,15 @@ class Keys:
     @property
     def rebuild_lock(self) -> str:
         return f"{self.prefix}leaderboard:rebuild-lock"
+
+    @property
+    def reconciled(self) -> str:
+        """String: the id of the last completion the reconciliation checked."""
+        return f"{self.prefix}leaderboard:reconciled"
+
+    @property
+    def reconcile_lock(self) -> str:
+        return f"{self.prefix}leaderboard:reconcile-lock"
 
     def board(self, board_id: str) -> BoardKeys:
         """The all-time board keeps the documented names; every other board

@@ -21,15 +21,16 @@ rank before and after instead of reading and comparing the top 10.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import redis.asyncio as aioredis
 
 from leaderboard.boards import ALL_TIME
+from leaderboard.cache.generation import Generations
 from leaderboard.cache.keys import Keys, ScriptFactory
+from leaderboard.cache.lock import Lease
 
 SCORE_BITS = 20
 SEQ_BITS = 33
@@ -37,6 +38,9 @@ SEQ_UNIT = 1 << SEQ_BITS
 MAX_SCORE = (1 << SCORE_BITS) - 1
 MAX_SEQ = SEQ_UNIT - 1
 TOP_N = 10
+
+
+Rebuilt = Literal["done", "elsewhere", "superseded"]
 
 
 class RankingRangeError(ValueError):
@@ -67,9 +71,10 @@ def decode(composite: bytes | str | float) -> int:
 #
 # Seasons: the hash remembers the season its sorted set holds. An update for a later season
 # is the reset: the old season's entries are dropped (archived seasons are read from
-# PostgreSQL), the new season starts complete ("ready") and its top 10 (empty, or the first
-# few users) is published even if that membership equals the last one. An update for an
-# earlier season (committed just before the reset, recorded just after) changes nothing here.
+# PostgreSQL), the new season starts as complete ("ready") as the old one was, and its top 10
+# (empty, or the first few users) is published even if that membership equals the last one.
+# An update for an earlier season (committed just before the reset, recorded just after)
+# changes nothing here.
 _UPDATE = """
 local user, unit = ARGV[1], tonumber(ARGV[2])
 local rank = false
@@ -86,8 +91,9 @@ for b = 1, #KEYS / 2 do
   else
     local reset = current > 0 and season > current
     if reset then
+      -- The new season starts empty, as complete as the old one was: a ranking marked
+      -- incomplete (a record was missed) stays so until a rebuild of the new season.
       redis.call('DEL', scores)
-      redis.call('HSET', top10, 'ranking', 'ready')
     end
     if season ~= current then redis.call('HSET', top10, 'season', season) end
     local ready = redis.call('HGET', top10, 'ranking') == 'ready' and 1 or 0
@@ -154,19 +160,6 @@ out[1] = rank
 return out
 """
 
-# KEYS: scores, top10.  ARGV: season.  The end of a rebuild: the ranking is complete if the
-# sorted set still holds that season; else (a reset came in between, and the rebuild may
-# have added the old season's entries) it is emptied and stays incomplete.
-_READY = """
-if tonumber(redis.call('HGET', KEYS[2], 'season') or '0') == tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[2], 'ranking', 'ready')
-  return 1
-end
-redis.call('DEL', KEYS[1])
-redis.call('HDEL', KEYS[2], 'ranking')
-return 0
-"""
-
 # KEYS: scores, top10.  ARGV: first, last (0-based ranks).
 # Returns {0} (not ready) or {1, season, {member, composite, member, composite, ...}}.
 _TOP = """
@@ -186,12 +179,6 @@ if not rank then return {1, season} end
 local first = math.max(rank - tonumber(ARGV[2]), 0)
 return {1, season, rank, first, redis.call('ZREVRANGE', KEYS[1], first,
   rank + tonumber(ARGV[2]), 'WITHSCORES')}
-"""
-
-# KEYS: lock.  ARGV: token.  Delete the lock only if we still hold it.
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 
@@ -257,8 +244,7 @@ class Ranking:
         self._update = make(_UPDATE)
         self._top = make(_TOP)
         self._user = make(_USER)
-        self._ready = client.register_script(_READY)
-        self._unlock = client.register_script(_UNLOCK)
+        self.generations = Generations(client)
 
     async def record(self, user_id: str, updates: list[Update]) -> Recorded:
         """Record the user's new score on each board (the first one's rank is returned)."""
@@ -315,37 +301,50 @@ class Ranking:
         self,
         board_id: str,
         season: int,
-        batches: AsyncIterator[list[tuple[str, int, int]]],
+        batches: Callable[[], AsyncIterator[list[tuple[str, int, int]]]],
         *,
-        lock_ttl_s: int = 120,
-    ) -> bool:
-        """Reload a board's season from PostgreSQL; False if another process is already at it
-        or the season ended meanwhile (the caller tries again).
+        lock_ttl_s: float = 15.0,
+        attempts: int = 5,
+    ) -> Rebuilt:
+        """Reload a board's season from PostgreSQL (``batches()`` reads it afresh each time);
+        ``elsewhere`` if another process is at it, ``superseded`` if the ranking went on to a
+        later generation or season ``attempts`` times while this one read (the caller tries
+        again later).
 
         Concurrent completions keep writing while this runs; ``ZADD GT`` on both sides means
         the higher (newer) score wins whichever lands last. Reads go to PostgreSQL until the
-        final ``ranking = ready`` flag is set.
+        final ``ranking = ready`` flag is set. The lock is renewed while the rebuild makes
+        progress, so a process that dies holding it delays the next rebuild by ``lock_ttl_s``
+        at most.
         """
         board = self.keys.board(board_id)
-        token = secrets.token_hex(16)
-        if not await self.client.set(board.rebuild_lock, token, nx=True, ex=lock_ttl_s):
-            return False
+        lease = Lease(self.client, board.rebuild_lock, lock_ttl_s)
+        if not await lease.acquire():
+            return "elsewhere"
         try:
-            await self.publish_if_changed(board_id, season)  # the hash now holds this season
-            async for batch in batches:
-                mapping = {user: encode(score, seq) for user, score, seq in batch}
-                if mapping:
-                    await self.client.zadd(board.scores, mapping, gt=True)
-            if not await self._ready(keys=[board.scores, board.top10], args=[season]):
-                return False
-            await self.publish_if_changed(board_id, season)
-            return True
+            for _ in range(attempts):
+                await self.publish_if_changed(board_id, season)  # the hash now holds this season
+                epoch = await self.generations.begin(board)
+                async for batch in batches():
+                    mapping = {user: encode(score, seq) for user, score, seq in batch}
+                    if mapping:
+                        await self.client.zadd(board.scores, mapping, gt=True)
+                    await lease.renew()
+                ended = await self.generations.complete(board, season, epoch)
+                if ended < 0:
+                    return "superseded"  # another season: the caller asks which one is current
+                if ended:
+                    await self.publish_if_changed(board_id, season)
+                    return "done"
+            return "superseded"
         finally:
-            await self._unlock(keys=[board.rebuild_lock], args=[token])
+            await lease.release()
 
     async def invalidate(self, board_id: str = ALL_TIME) -> None:
-        """Mark the ranking incomplete (reads fall back to PostgreSQL until a rebuild)."""
-        await self.client.hdel(self.keys.board(board_id).top10, "ranking")
+        """Mark the ranking incomplete, in a new generation: reads fall back to PostgreSQL
+        until a rebuild that begins after this call ends (one under way cannot mark it
+        complete)."""
+        await self.generations.invalidate(self.keys.board(board_id))
 
 
 def _recorded(reply: list[Any], boards: list[str]) -> Recorded:

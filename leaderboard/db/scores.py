@@ -176,26 +176,40 @@ async def season(db: Database, board: str, number: int) -> Season | None:
     return Season(board, number, row["starts_at"], row["ends_at"])
 
 
-# Every user's standing reached recently, or of the given users: on the all-time board and on
-# the current season of every board (by the database's clock).
-STANDINGS_SQL = f"""
+# Standings on the all-time board and on the current season of every board (by the
+# database's clock), of the users given ($1) or of those who reached them recently ($1, in
+# seconds): two statements, so that each plan uses its index (a generic plan of one statement
+# with "$1 IS NULL OR ..." could not).
+def _standings_sql(scores_where: str, boards_where: str) -> str:
+    return f"""
 SELECT '{ALL_TIME}' AS board, 1 AS season, user_id, score, reached_seq FROM scores
- WHERE ($1::text[] IS NULL OR user_id = ANY ($1))
-   AND ($2::float8 IS NULL OR reached_at > now() - make_interval(secs => $2))
+ WHERE {scores_where}
 UNION ALL
 SELECT bs.board_id, bs.season, bs.user_id, bs.score, bs.reached_seq
   FROM boards b JOIN board_scores bs
     ON bs.board_id = b.id AND bs.season = {season_sql("b.id", "now()")}
- WHERE b.active AND ($1::text[] IS NULL OR bs.user_id = ANY ($1))
-   AND ($2::float8 IS NULL OR bs.reached_at > now() - make_interval(secs => $2))
+ WHERE b.active AND {boards_where}
 """
+
+
+STANDINGS_OF_USERS_SQL = _standings_sql("user_id = ANY ($1::text[])", "bs.user_id = ANY ($1)")
+STANDINGS_REACHED_SQL = _standings_sql(
+    "reached_at > now() - make_interval(secs => $1::float8)",
+    "bs.reached_at > now() - make_interval(secs => $1)",
+)
 
 
 async def standings(
     db: Database, *, users: list[str] | None = None, within_s: float | None = None
 ) -> dict[str, list[Update]]:
-    """Per user, the ranking updates that bring Redis to PostgreSQL's state (all-time first)."""
-    rows = await db.fetch(STANDINGS_SQL, users, within_s)
+    """Per user, the ranking updates that bring Redis to PostgreSQL's state (all-time first):
+    of ``users``, or of every user who reached a score in the last ``within_s``."""
+    if users is not None:
+        rows = await db.fetch(STANDINGS_OF_USERS_SQL, users)
+    elif within_s is not None:
+        rows = await db.fetch(STANDINGS_REACHED_SQL, within_s)
+    else:
+        raise ValueError("standings of which users?")
     found: dict[str, list[Update]] = {}
     for r in rows:
         found.setdefault(r["user_id"], []).append(

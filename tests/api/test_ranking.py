@@ -272,7 +272,7 @@ async def test_the_script_publishes_exactly_when_a_reference_top10_membership_ch
     client = aioredis.Redis.from_url(stack.redis.url)
     ranking = Ranking(client, Keys(f"model-{random.getrandbits(32):x}:"))
     rng = random.Random(11)
-    await ranking.rebuild(ALL_TIME, 1, _no_batches())  # complete and published (empty)
+    assert await ranking.rebuild(ALL_TIME, 1, _no_batches) == "done"  # complete, published (empty)
     model: dict[str, tuple[int, int]] = {}  # user -> (score, reached_seq)
 
     def top10() -> list[tuple[str, int]]:
