@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint types pytest clean docs bench bench-ws loadtest loadtest-failover loadtest-ws image chart-up chart-down dashboards-snapshot
+.PHONY: help install run test test-fast lint types pytest clean docs bench bench-ws loadtest loadtest-failover loadtest-ws image chart-up chart-down dashboards-snapshot
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ run: install ## start the local stack in the foreground (Ctrl-C stops everything
 	$(BIN)/leaderboard up
 
 test: install lint types pytest ## lint, type-check and run the whole test suite
+
+test-fast: install lint types ## lint, types and the tests that start no containers, chaos or long drills (minutes)
+	$(BIN)/pytest -m "not slow"
 
 lint: install ## ruff (lint and formatting) and import-linter (which package may import which)
 	$(BIN)/ruff check leaderboard tests bench scripts loadtest

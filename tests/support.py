@@ -96,15 +96,23 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-def wait_until(check: Callable[[], Any], *, timeout: float = 10.0) -> Any:
+def wait_until(
+    check: Callable[[], Any],
+    *,
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.05,
+) -> Any:
+    """:func:`eventually` for code that is not async: poll ``check`` until it returns a
+    truthy value, within ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s; last: {result!r}")
-        time.sleep(0.05)
+            raise AssertionError(f"{what} not met within {timeout} s; last: {result!r}")
+        time.sleep(interval)
 
 
 def pid_exists(pid: int) -> bool:

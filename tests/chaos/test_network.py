@@ -14,7 +14,8 @@ import pytest
 from leaderboard.chaos.network import Network
 from tests.support import wait_until
 
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 PORT = 7000
 SERVER = (

@@ -17,7 +17,8 @@ from leaderboard.chaos.network import Network
 from leaderboard.chaos.world import World, world_settings
 from tests.support import test_settings
 
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest_asyncio.fixture

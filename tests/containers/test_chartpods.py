@@ -23,7 +23,8 @@ from leaderboard.containers.kubelet import Doc, PodSpecError
 
 # Every test is async, so pytest-asyncio keeps them in one group: a sync test among them
 # would be ordered apart, and the module's chart-up would run twice.
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 NS = "shop"
 NAME = "lbtest"  # not the default release: a developer's `make chart-up` is left alone

@@ -28,7 +28,8 @@ from tests.support import eventually, free_ports
 
 # Every test is async, so pytest-asyncio keeps them in one group (a sync one would be
 # ordered apart, and the module's fixtures set up twice).
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 TAG = image.DEFAULT_TAG  # the same tag as `make image`, so one build serves both
 SECRET = secrets.token_urlsafe(32)

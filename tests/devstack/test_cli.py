@@ -19,7 +19,8 @@ import pytest
 
 from tests.support import REPO, cli, listening_ports, pid_exists, stack_env, wait_until
 
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 STATUS_KEYS = {"api_url", "ws_url", "redis_url", "database_url", "primary", "members"}
 

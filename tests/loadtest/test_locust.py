@@ -31,7 +31,8 @@ from tests.support import (
     start_component,
 )
 
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 LOCUST = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py")]
 
 

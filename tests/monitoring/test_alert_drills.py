@@ -19,9 +19,10 @@ import pytest
 from leaderboard.devstack.process import signal_pid, signal_tree
 from tests.conftest import _traversable_tmpdir
 from tests.monitoring.prometheus import Prometheus, prometheus, scrape_ports
-from tests.support import cli, detached_stack, stack_env
+from tests.support import cli, detached_stack, stack_env, wait_until
 
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 EVAL_S = 1.0  # the harness's evaluation (and scrape) interval
 FOR_S = {"LeaderboardRedisDown": 60.0, "LeaderboardSyncStandbyMissing": 60.0}
@@ -29,15 +30,6 @@ FOR_S = {"LeaderboardRedisDown": 60.0, "LeaderboardSyncStandbyMissing": 60.0}
 
 def _unix(rfc3339: str) -> float:
     return dt.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
-
-
-def _until(check: Callable[[], bool], what: str, timeout: float) -> float:
-    """Poll until ``check`` holds; the Unix time it was first seen to."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return time.time()
 
 
 class Readers(threading.Thread):
@@ -62,7 +54,9 @@ def test_redis_hung_and_a_stopped_standby_fire_their_alerts_and_resolve() -> Non
     readers = Readers(f"http://127.0.0.1:{ports['api']}")
     try:
         with detached_stack(env), prometheus(ports) as prom:
-            _until(lambda: prom.scraped(3), "every target scraped", 30)
+            wait_until(
+                lambda: prom.scraped(3), what="every target scraped", timeout=30, interval=0.2
+            )
             status = json.loads(cli("status", "--json", env=env).stdout)
             redis_pid = status["redis_pid"]
             standby = next(m for m in status["members"] if m["role"] == "replica")
@@ -79,7 +73,9 @@ def test_redis_hung_and_a_stopped_standby_fire_their_alerts_and_resolve() -> Non
                 cli("resume", env=env)
             healed = time.time()
             for alert in fired:  # the Redis rule looks back 2 minutes at fallbacks
-                _until(_resolved(prom, alert), f"{alert} resolved", 180)
+                wait_until(
+                    _resolved(prom, alert), what=f"{alert} resolved", timeout=180, interval=0.2
+                )
             print(f"fired: {fired}; resolved {time.time() - healed:.0f} s after healing")
     finally:
         readers.stop.set()

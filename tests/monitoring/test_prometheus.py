@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,10 @@ from websockets.sync.client import connect
 
 from tests.conftest import _traversable_tmpdir
 from tests.monitoring.prometheus import Prometheus, prometheus, scrape_ports, tokens, traffic
-from tests.support import REPO, cli, detached_stack, stack_env
+from tests.support import REPO, cli, detached_stack, stack_env, wait_until
 
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 DASHBOARDS = REPO / "charts" / "leaderboard" / "files" / "dashboards"
 # Grafana's $__rate_interval with a 1 s scrape interval: max(4 x scrape, interval + scrape).
@@ -41,20 +41,22 @@ def run() -> Iterator[Run]:
     ports = scrape_ports(env)
     try:
         with detached_stack(env), prometheus(ports) as prom:
-            _until(lambda: prom.scraped(3), "every target scraped", 30)
+            wait_until(
+                lambda: prom.scraped(3), what="every target scraped", timeout=30, interval=0.2
+            )
             ws_url = f"ws://127.0.0.1:{ports['broadcaster']}/ws"
             with connect(f"{ws_url}?token={tokens(env, 'viewer')[0]}") as viewer:
                 assert json.loads(viewer.recv(timeout=5))["type"] == "snapshot"
                 traffic(env)
                 done = cli("drill", "failover", "--count", "1", "--json", env=env, timeout=180)
                 assert done.returncode == 0, done.stdout + done.stderr
-                _until(lambda: prom.state("LeaderboardFailover") == "firing",
-                       "LeaderboardFailover firing", 60)  # fmt: skip
+                wait_until(lambda: prom.state("LeaderboardFailover") == "firing",
+                           what="LeaderboardFailover firing", timeout=60)  # fmt: skip
                 active = prom.alerts()["LeaderboardFailover"]["activeAt"]
                 promoted = prom.query("leaderboard_operator_last_failover_timestamp_seconds")
                 traffic(env)  # the new primary serves; the panels see both sides
-                _until(lambda: bool(prom.query("leaderboard_ws_connections > 0")),
-                       "the viewer scraped", 10)  # fmt: skip
+                wait_until(lambda: bool(prom.query("leaderboard_ws_connections > 0")),
+                           what="the viewer scraped", timeout=10)  # fmt: skip
                 yield Run(prom, float(promoted[0]["value"][1]), _unix(active))
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -62,14 +64,6 @@ def run() -> Iterator[Run]:
 
 def _unix(rfc3339: str) -> float:
     return dt.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
-
-
-def _until(check: object, what: str, timeout: float) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def panels() -> list[tuple[str, str, str]]:

@@ -15,7 +15,8 @@ import pytest
 
 from tests.support import cli, detached_stack, stack_env, wait_until
 
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture

@@ -41,7 +41,8 @@ from tests.conftest import own_cluster
 from tests.operator.kubemock import Emulator
 from tests.support import eventually
 
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 NS = "shop"
 CR = ("leaderboard.dev/v1/postgresclusters", NS, "pg")

@@ -27,7 +27,8 @@ from tests.operator.test_kube_partition import replicas_through, rw_service, wor
 __all__ = ["world3"]  # the fixture
 from tests.support import eventually, free_ports
 
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 async def test_a_lost_node_with_the_primary_and_the_active_operator(world3: World) -> None:

@@ -33,7 +33,8 @@ from tests.operator.netproxy import Proxy
 from tests.operator.test_kube import NS, World, _world, until
 from tests.support import eventually, free_ports
 
-pytestmark = pytest.mark.slow
+# Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest_asyncio.fixture
