@@ -44,13 +44,13 @@ clean: ## remove the virtualenv and caches (not the local stack's data: `leaderb
 
 IMAGE ?= localhost/leaderboard:dev
 image: install ## build the one image (podman, or docker); makes stand-ins of bases no registry serves
-	$(BIN)/python -m leaderboard.containers.image --tag $(IMAGE)
+	$(BIN)/python -m leaderboard_tools.containers.image --tag $(IMAGE)
 
 chart-up: image ## the chart's pods as containers (podman), wired as the chart wires them; last line: JSON
-	$(BIN)/python -m leaderboard.containers.chartpods up --image $(IMAGE)
+	$(BIN)/python -m leaderboard_tools.containers.chartpods up --image $(IMAGE)
 
 chart-down: install ## remove every container, network and volume chart-up made
-	$(BIN)/python -m leaderboard.containers.chartpods down
+	$(BIN)/python -m leaderboard_tools.containers.chartpods down
 
 dashboards-snapshot: install ## a stack, a real Prometheus, load and a failover: each dashboard as a PNG in reports/dashboards/
 	$(BIN)/python scripts/dashboards_snapshot.py

@@ -41,7 +41,7 @@ import httpx
 from leaderboard import auth
 from leaderboard.config import Settings
 from leaderboard.db.awards import AWARD_SQL
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 
 
 def _cpu_ticks() -> dict[str, float]:

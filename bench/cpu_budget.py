@@ -30,10 +30,10 @@ from leaderboard.api.complete import complete_action
 from leaderboard.api.schemas import CompleteActionRequest
 from leaderboard.api.services import Services
 from leaderboard.boards import ALL_TIME
-from leaderboard.cache.ranking import Update
 from leaderboard.catalog import load_catalog
 from leaderboard.config import Settings
 from leaderboard.db.awards import Completion
+from leaderboard.standings import Standing
 
 BODY = b'{"actionId":"verify-email"}'
 TASK = "a task per call (in every row below)"
@@ -75,14 +75,14 @@ async def measure(
         async def validate(i: int) -> None:
             CompleteActionRequest.model_validate_json(BODY)
 
-        awarded: dict[int, Update] = {}
+        awarded: dict[int, Standing] = {}
 
         async def award(i: int) -> None:
             done = await board.awards.award(
                 Completion(f"{run}-aw-{i}", "verify-email", "{}", f"{run}-{i}")
             )
             assert done.score is not None and done.reached_seq is not None
-            awarded[i] = Update(ALL_TIME, 1, done.score, done.reached_seq)
+            awarded[i] = Standing(ALL_TIME, 1, done.score, done.reached_seq)
 
         async def ranking(i: int) -> None:  # the users just awarded, with what they reached
             await board.record(f"{run}-aw-{i}", [awarded[i]])

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from bench import ws_writes  # noqa: E402
 from bench.ws_clients import client_process  # noqa: E402
 from bench.ws_feed import raise_fd_limit  # noqa: E402
-from leaderboard.devstack.redis import RedisServer  # noqa: E402
+from leaderboard_tools.devstack.redis import RedisServer  # noqa: E402
 from tests.support import free_ports  # noqa: E402
 
 

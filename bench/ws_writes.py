@@ -40,7 +40,7 @@ from bench.ws_feed import raise_fd_limit  # noqa: E402
 from leaderboard import auth  # noqa: E402
 from leaderboard.catalog import default_catalog_text  # noqa: E402
 from leaderboard.config import Settings  # noqa: E402
-from leaderboard.devstack.stack import Stack  # noqa: E402
+from leaderboard_tools.devstack.stack import Stack  # noqa: E402
 from tests.support import stack_env  # noqa: E402
 
 BUMP = """

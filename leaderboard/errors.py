@@ -34,3 +34,7 @@ def unavailable(what: str, retry_after_s: int = 1) -> AppError:
         f"{what} is unavailable; retry shortly",
         {"Retry-After": str(retry_after_s)},
     )
+
+
+def payload_too_large(limit: int) -> AppError:
+    return AppError(413, "payload_too_large", f"the request body exceeds {limit} bytes")

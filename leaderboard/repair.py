@@ -26,10 +26,11 @@ from collections.abc import Awaitable, Callable
 
 from leaderboard import metrics
 from leaderboard.cache.errors import REDIS_ERRORS
-from leaderboard.cache.ranking import Ranking, RankingRangeError, Update, encode
+from leaderboard.cache.ranking import Ranking, RankingRangeError, encode
 from leaderboard.db import scores
 from leaderboard.db.awards import committed
 from leaderboard.db.pool import Database, DatabaseUnavailable
+from leaderboard.standings import Standing
 
 log = logging.getLogger("leaderboard.repair")
 
@@ -39,7 +40,7 @@ CATCH_UP_S = 300.0  # at start: scores reached this recently are checked against
 
 ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, DatabaseUnavailable)
 
-Record = Callable[[str, list[Update]], Awaitable[object]]
+Record = Callable[[str, list[Standing]], Awaitable[object]]
 
 
 class Repair:
@@ -107,14 +108,14 @@ class Repair:
 
     # -- recording what the rankings lack
 
-    async def record_lacking(self, found: dict[str, list[Update]], via: str) -> int:
+    async def record_lacking(self, found: dict[str, list[Standing]], via: str) -> int:
         """Record the standings of ``found`` that the rankings lack or hold lower (idempotent:
         the update keeps the higher entry); how many users were recorded."""
-        by_board: dict[str, list[tuple[str, Update]]] = {}
+        by_board: dict[str, list[tuple[str, Standing]]] = {}
         for user, updates in found.items():
             for update in updates:
                 by_board.setdefault(update.board, []).append((user, update))
-        lacking: dict[str, list[Update]] = {}
+        lacking: dict[str, list[Standing]] = {}
         for board, pairs in by_board.items():
             key = self.ranking.keys.board(board).scores
             for i in range(0, len(pairs), 1000):
@@ -196,7 +197,7 @@ class Repair:
             pass  # still away: next round
 
 
-def _behind(composite: float | None, update: Update) -> bool:
+def _behind(composite: float | None, update: Standing) -> bool:
     """Whether a ranking entry (None: absent) is below PostgreSQL's standing."""
     try:
         return composite is None or int(composite) < encode(update.score, update.reached_seq)

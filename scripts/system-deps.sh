@@ -16,7 +16,7 @@ command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)  # the PostgreSQL
 command -v podman >/dev/null 2>&1 || missing+=(podman runc netavark aardvark-dns)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
-# Network namespaces and their faults (leaderboard/chaos/network.py): ip and tc.
+# Network namespaces and their faults (leaderboard_tools/chaos/network.py): ip and tc.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 for extra in "$@"; do
     dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra")

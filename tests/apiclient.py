@@ -21,7 +21,7 @@ from leaderboard.api.services import Services
 from leaderboard.catalog import default_catalog_text
 from leaderboard.config import Settings
 from leaderboard.db import scores
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 
 
 def api_settings(stack: Stack, **overrides: Any) -> Settings:

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 import uvloop
 
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import api, empty_board, new_user, unlimited
 from tests.support import test_settings
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from leaderboard.config import Settings
-from leaderboard.devstack.ports import free_ports
+from leaderboard_tools.devstack.ports import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,7 +116,7 @@ def wait_until(
 
 
 def pid_exists(pid: int) -> bool:
-    from leaderboard.devstack.process import pid_alive
+    from leaderboard_tools.devstack.process import pid_alive
 
     return pid_alive(pid)
 

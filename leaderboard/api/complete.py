@@ -13,7 +13,7 @@ import itertools
 import os
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -23,7 +23,7 @@ from leaderboard.api.errors import describe_validation
 from leaderboard.api.schemas import CompleteActionRequest
 from leaderboard.api.services import Services
 from leaderboard.auth import TokenError
-from leaderboard.errors import AppError, error_body, invalid_request
+from leaderboard.errors import AppError, error_body, invalid_request, payload_too_large
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Request ids: unique per process (random prefix) and cheap (a counter, no syscall per request).
@@ -40,8 +40,15 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _too_large(limit: int) -> AppError:
-    return AppError(413, "payload_too_large", f"the request body exceeds {limit} bytes")
+async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The request body, refused (413) as soon as it exceeds ``limit``: never held past it,
+    whatever Content-Length said (or did not say)."""
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise payload_too_large(limit)
+    return bytes(body)
 
 
 async def _authenticate(svc: Services, authorization: str | None) -> str:
@@ -87,7 +94,7 @@ async def complete_action(
             if not content_length.isdigit():
                 raise invalid_request("bad Content-Length")
             if int(content_length) > limit:
-                raise _too_large(limit)
+                raise payload_too_large(limit)
         body = await read_body(limit)
         try:
             payload = CompleteActionRequest.model_validate_json(body)

@@ -1,4 +1,5 @@
-"""Request dependencies: the running services and the authenticated user."""
+"""The one request dependency: the running services (:class:`Services`). Tokens are checked
+by the completion itself (:mod:`leaderboard.api.complete`); the reads are public."""
 
 from __future__ import annotations
 

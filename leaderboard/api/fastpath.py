@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.types import Message, Receive, Scope, Send
 
-from leaderboard.api.complete import Reply, complete_action
+from leaderboard.api.complete import Reply, complete_action, read_limited
 from leaderboard.api.middleware import REQUEST_METRICS
 from leaderboard.api.services import Services
 from leaderboard.errors import AppError, error_body
@@ -41,27 +41,21 @@ async def _complete(svc: Services, scope: Scope, receive: Receive) -> Reply:
         if name in wanted:
             wanted[name] = value.decode("latin-1")
 
-    async def read_body(limit: int) -> bytes:
-        chunks, size = [], 0
+    async def chunks() -> AsyncIterator[bytes]:
         while True:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise AppError(413, "payload_too_large", f"the request body exceeds {limit} bytes")
-            chunks.append(chunk)
+                return
+            yield message.get("body", b"")
             if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+                return
 
     return await complete_action(
         svc,
         authorization=wanted[b"authorization"],
         content_length=wanted[b"content-length"],
         request_id=wanted[b"x-request-id"],
-        read_body=read_body,
+        read_body=lambda limit: read_limited(chunks(), limit),
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
-from leaderboard import endpoints
+from leaderboard import connection_urls
 from leaderboard.auth import Verifier
 from leaderboard.boards import declare_boards
 from leaderboard.cache.keys import Keys
@@ -21,7 +21,7 @@ from leaderboard.config import Settings
 from leaderboard.db.hosts import connect_primary
 from leaderboard.db.migrate import migrate
 from leaderboard.db.pool import Database
-from leaderboard.scoring import Leaderboard
+from leaderboard.service import Leaderboard
 
 log = logging.getLogger("leaderboard.api")
 
@@ -43,7 +43,7 @@ class Services:
                 f"the catalog allows {catalog.max_total_points} points per user; the ranking is "
                 f"exact up to {MAX_SCORE}"
             )
-        dsn = endpoints.database_url(settings)
+        dsn = connection_urls.database_url(settings)
         await _prepare_database(dsn, catalog, settings.db_startup_timeout_s)
         db = await Database.open(
             dsn,
@@ -52,12 +52,14 @@ class Services:
             timeout=settings.db_timeout_s,
         )
         client = aioredis.Redis.from_url(
-            endpoints.redis_url(settings, "api"),
+            connection_urls.redis_url(settings, "api"),
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
             max_connections=256,
         )
-        pipe = RedisPipe(endpoints.redis_url(settings, "api"), timeout=settings.redis_timeout_s)
+        pipe = RedisPipe(
+            connection_urls.redis_url(settings, "api"), timeout=settings.redis_timeout_s
+        )
         board = Leaderboard(
             db,
             client,

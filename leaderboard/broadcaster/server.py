@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from leaderboard import endpoints
+from leaderboard import connection_urls, supervise
 from leaderboard.auth import Verifier
 from leaderboard.broadcaster import metrics
 from leaderboard.broadcaster.connection import Connection
@@ -53,7 +53,7 @@ class Broadcaster:
         )
         self.verifier = Verifier(settings)
         self.client = aioredis.Redis.from_url(
-            endpoints.redis_url(settings, "broadcaster"),
+            connection_urls.redis_url(settings, "broadcaster"),
             socket_connect_timeout=settings.redis_timeout_s,
         )
         self.feed = Feed(self.client, Keys(settings.redis_prefix), self.hub)
@@ -96,8 +96,8 @@ class Broadcaster:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stopping.set)
         tasks = [
-            asyncio.create_task(self.feed.run(), name="feed"),
-            asyncio.create_task(self.hub.heartbeat(), name="heartbeat"),
+            supervise.start("broadcaster-feed", self.feed.run),
+            supervise.start("broadcaster-heartbeat", self.hub.heartbeat),
         ]
         log.info("broadcaster listening on %s:%d", self.settings.host, self.settings.ws_port)
         try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
@@ -31,6 +31,7 @@ from leaderboard.boards import ALL_TIME
 from leaderboard.cache.generation import Generations
 from leaderboard.cache.keys import Keys, ScriptFactory
 from leaderboard.cache.lock import Lease
+from leaderboard.standings import Entry, Standing, UserView
 
 SCORE_BITS = 20
 SEQ_BITS = 33
@@ -45,12 +46,6 @@ Rebuilt = Literal["done", "elsewhere", "superseded"]
 
 class RankingRangeError(ValueError):
     pass
-
-
-class Entry(TypedDict):
-    rank: int
-    userId: str
-    score: int
 
 
 def encode(score: int, reached_seq: int) -> int:
@@ -183,31 +178,12 @@ return {1, season, rank, first, redis.call('ZREVRANGE', KEYS[1], first,
 
 
 @dataclass(frozen=True)
-class Update:
-    """One board's part of a ranking update: the user's score on that board's season."""
-
-    board: str
-    season: int
-    score: int
-    reached_seq: int
-
-
-@dataclass(frozen=True)
 class Recorded:
     rank: int | None  # 1-based, on the first board updated
     published_seq: int | None  # the seq of the first board's broadcast this caused, if any
     ranking_ready: bool  # the first board's
     # Per board updated: (board, published seq or None, ranking ready).
     boards: tuple[tuple[str, int | None, bool], ...] = ()
-
-
-@dataclass(frozen=True)
-class UserView:
-    user_id: str
-    score: int
-    rank: int
-    around: list[Entry]
-    season: int = 1
 
 
 @dataclass(frozen=True)
@@ -246,7 +222,7 @@ class Ranking:
         self._user = make(_USER)
         self.generations = Generations(client)
 
-    async def record(self, user_id: str, updates: list[Update]) -> Recorded:
+    async def record(self, user_id: str, updates: list[Standing]) -> Recorded:
         """Record the user's new score on each board (the first one's rank is returned)."""
         keys: list[str] = []
         args: list[str | int] = [user_id, SEQ_UNIT]

@@ -25,6 +25,7 @@ import asyncpg
 
 from leaderboard import metrics
 from leaderboard.db.pool import Database, DatabaseUnavailable
+from leaderboard.standings import Standing
 
 log = logging.getLogger("leaderboard.db.awards")
 
@@ -123,16 +124,6 @@ SELECT a.points AS action_points,
     .replace("{board_season}", season_sql("a.repeat_board", "now()"))
     .replace("{season}", season_sql("b.id", "now()"))
 )
-
-
-@dataclass(frozen=True)
-class Standing:
-    """A user's score on one board's season, right after an award (for the Redis ranking)."""
-
-    board: str
-    season: int
-    score: int
-    reached_seq: int
 
 
 @dataclass(frozen=True)

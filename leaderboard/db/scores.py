@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from leaderboard.boards import ALL_TIME, Season
-from leaderboard.cache.ranking import Entry, Update, UserView
 from leaderboard.db.awards import season_sql
 from leaderboard.db.pool import Database
+from leaderboard.standings import Entry, Standing, UserView
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ STANDINGS_REACHED_SQL = _standings_sql(
 
 async def standings(
     db: Database, *, users: list[str] | None = None, within_s: float | None = None
-) -> dict[str, list[Update]]:
+) -> dict[str, list[Standing]]:
     """Per user, the ranking updates that bring Redis to PostgreSQL's state (all-time first):
     of ``users``, or of every user who reached a score in the last ``within_s``."""
     if users is not None:
@@ -210,9 +210,9 @@ async def standings(
         rows = await db.fetch(STANDINGS_REACHED_SQL, within_s)
     else:
         raise ValueError("standings of which users?")
-    found: dict[str, list[Update]] = {}
+    found: dict[str, list[Standing]] = {}
     for r in rows:
         found.setdefault(r["user_id"], []).append(
-            Update(r["board"], r["season"], r["score"], r["reached_seq"])
+            Standing(r["board"], r["season"], r["score"], r["reached_seq"])
         )
     return found

@@ -50,9 +50,7 @@ async def probe(
             assert row is not None
             standbys: frozenset[str] = frozenset()
             if not row["in_recovery"]:
-                standbys = frozenset(
-                    r["application_name"] for r in await conn.fetch(REPLICATION_SQL)
-                )
+                standbys = await sync_standbys(conn)
         finally:
             conn.terminate()
     return Probe(
@@ -63,6 +61,12 @@ async def probe(
         upstream_port=row["upstream_port"],
         sync_standbys=standbys,
     )
+
+
+async def sync_standbys(conn: asyncpg.Connection, timeout: float | None = None) -> frozenset[str]:
+    """The standbys streaming from the primary behind ``conn`` as synchronous candidates."""
+    rows = await conn.fetch(REPLICATION_SQL, timeout=timeout)
+    return frozenset(r["application_name"] for r in rows)
 
 
 def leaked_cancellation() -> bool:

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from leaderboard.boards import Board, ScheduleError, following
 from leaderboard.catalog import CatalogError, default_catalog_text, parse_catalog
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import Api, api_settings, running_api
 from tests.support import eventually
 

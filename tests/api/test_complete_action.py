@@ -8,7 +8,7 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import Api
 
 

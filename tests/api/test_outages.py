@@ -10,10 +10,10 @@ import asyncpg
 import pytest_asyncio
 
 from leaderboard.cache.errors import REDIS_ERRORS
-from leaderboard.cache.ranking import UserView
 from leaderboard.db import scores
-from leaderboard.devstack.redis import RedisServer
-from leaderboard.devstack.stack import Stack
+from leaderboard.standings import UserView
+from leaderboard_tools.devstack.redis import RedisServer
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import Api, api_settings, running_api
 from tests.conftest import own_cluster
 from tests.support import eventually, free_ports

@@ -16,9 +16,10 @@ from prometheus_client import REGISTRY
 
 from leaderboard.boards import ALL_TIME
 from leaderboard.cache.keys import Keys
-from leaderboard.cache.ranking import Ranking, Update, decode, encode
+from leaderboard.cache.ranking import Ranking, decode, encode
 from leaderboard.db import scores
-from leaderboard.devstack.stack import Stack
+from leaderboard.standings import Standing
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import Api
 from tests.support import eventually
 
@@ -284,7 +285,7 @@ async def test_the_script_publishes_exactly_when_a_reference_top10_membership_ch
         for seq in range(1, 600):
             user = f"u{rng.randrange(40)}"
             score = model.get(user, (0, 0))[0] + rng.choice([0, 1, 1, 5, 40])
-            recorded = await ranking.record(user, [Update(ALL_TIME, 1, score, seq)])
+            recorded = await ranking.record(user, [Standing(ALL_TIME, 1, score, seq)])
             if score > model.get(user, (-1, 0))[0]:
                 model[user] = (score, seq)
             truth = top10()

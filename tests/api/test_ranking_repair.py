@@ -19,9 +19,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from leaderboard.boards import ALL_TIME
 from leaderboard.cache.keys import Keys
-from leaderboard.cache.ranking import Ranking, Update, encode
+from leaderboard.cache.ranking import Ranking, encode
 from leaderboard.db import scores
-from leaderboard.scoring import Leaderboard
+from leaderboard.service import Leaderboard
+from leaderboard.standings import Standing
 from tests.apiclient import Api
 
 
@@ -136,13 +137,13 @@ async def test_a_ranking_invalidated_before_a_reset_stays_incomplete_after_it(
     keys = Keys(f"reset-{uuid.uuid4().hex[:8]}:")
     ranking = Ranking(api.services.redis, keys)
     try:
-        await ranking.record("a", [Update("weekly", 1, 10, 1)])
+        await ranking.record("a", [Standing("weekly", 1, 10, 1)])
         assert await ranking.rebuild("weekly", 1, _empty) == "done"
-        await ranking.record("b", [Update("weekly", 2, 10, 3)])  # a reset: complete as before
+        await ranking.record("b", [Standing("weekly", 2, 10, 3)])  # a reset: complete as before
         assert await ranking.is_ready("weekly")
         # "c" completed in season 3 and its record was missed: the ranking is invalidated.
         await ranking.invalidate("weekly")
-        await ranking.record("d", [Update("weekly", 3, 10, 5)])  # the reset to season 3
+        await ranking.record("d", [Standing("weekly", 3, 10, 5)])  # the reset to season 3
         assert not await ranking.is_ready("weekly")
         assert await ranking.page("weekly", 0, 10) is None  # reads go to PostgreSQL
         assert await ranking.rebuild("weekly", 3, _season_three) == "done"

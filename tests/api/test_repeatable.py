@@ -11,7 +11,7 @@ import pytest_asyncio
 
 from leaderboard.catalog import CatalogError, default_catalog_text, parse_catalog
 from leaderboard.db.awards import period_sql
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import Api, api_settings, running_api
 from tests.support import eventually
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 
 from leaderboard import auth
 from leaderboard.config import Settings
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import api_settings
 from tests.support import free_ports, start_component
 

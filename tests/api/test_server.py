@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Callable
 
 from leaderboard import auth
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import api_settings
 from tests.support import free_ports, start_component, wait_until
 

@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from leaderboard.broadcaster.server import Broadcaster
 from leaderboard.config import Settings
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import api_settings
 from tests.support import eventually, free_ports
 

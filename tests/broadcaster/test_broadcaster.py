@@ -16,8 +16,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from leaderboard import auth
-from leaderboard.devstack.redis import RedisServer
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.redis import RedisServer
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import Api
 from tests.broadcaster.conftest import Running, running_broadcaster, viewer
 from tests.support import eventually, free_ports, start_component

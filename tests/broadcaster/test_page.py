@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import Api
 from tests.broadcaster.conftest import running_broadcaster
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from leaderboard.chaos import campaign, report
-from leaderboard.chaos.faults import FAULTS
-from leaderboard.chaos.network import Network
-from leaderboard.chaos.world import World, world_settings
+from leaderboard_tools.chaos import campaign, report
+from leaderboard_tools.chaos.faults import FAULTS
+from leaderboard_tools.chaos.network import Network
+from leaderboard_tools.chaos.world import World, world_settings
 from tests.support import test_settings
 
 # Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.

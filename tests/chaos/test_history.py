@@ -3,7 +3,7 @@ caught, and a clean history passes."""
 
 from __future__ import annotations
 
-from leaderboard.chaos.history import (
+from leaderboard_tools.chaos.history import (
     Check,
     FaultRecord,
     downtime,

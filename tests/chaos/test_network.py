@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from leaderboard.chaos.network import Network
+from leaderboard_tools.chaos.network import Network
 from tests.support import wait_until
 
 # Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.

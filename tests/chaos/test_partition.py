@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from leaderboard.chaos import campaign
-from leaderboard.chaos.faults import partition
-from leaderboard.chaos.network import Network
-from leaderboard.chaos.world import World, world_settings
+from leaderboard_tools.chaos import campaign
+from leaderboard_tools.chaos.faults import partition
+from leaderboard_tools.chaos.network import Network
+from leaderboard_tools.chaos.world import World, world_settings
 from tests.support import test_settings
 
 # Slow: deselected by `make test-fast`; a stack, drill or build of its own takes minutes.

@@ -8,8 +8,8 @@ import re
 import httpx
 import prometheus_client
 
-from leaderboard.devstack.stack import Stack
 from leaderboard.operator import metrics as operator_metrics
+from leaderboard_tools.devstack.stack import Stack
 from tests.apiclient import Api
 from tests.broadcaster.conftest import running_broadcaster
 from tests.chart.test_chart import used_metric_names

@@ -16,10 +16,11 @@ import pytest
 import pytest_asyncio
 from websockets.asyncio.client import connect
 
-from leaderboard.containers import image
-from leaderboard.containers.chartpods import ChartUpError, Release
-from leaderboard.containers.engine import Engine
-from leaderboard.containers.kubelet import Doc, PodSpecError
+from leaderboard_tools.containers import image
+from leaderboard_tools.containers.chartpods import Release
+from leaderboard_tools.containers.engine import Engine
+from leaderboard_tools.containers.kubelet import Doc, PodSpecError
+from leaderboard_tools.containers.release import ChartUpError
 
 # Every test is async, so pytest-asyncio keeps them in one group: a sync test among them
 # would be ordered apart, and the module's chart-up would run twice.

@@ -20,9 +20,9 @@ from websockets.asyncio.client import connect
 
 from leaderboard import auth
 from leaderboard.config import Settings
-from leaderboard.containers import image
-from leaderboard.containers.engine import Engine
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.containers import image
+from leaderboard_tools.containers.engine import Engine
+from leaderboard_tools.devstack.stack import Stack
 from tests.conftest import own_cluster
 from tests.support import eventually, free_ports
 
@@ -148,6 +148,25 @@ async def test_the_image_holds_exactly_the_source_that_was_copied_in(
     )
     done = engine.run("run", "--rm", *HARDENED, "--entrypoint", "python", built, "-c", script)
     assert json.loads(done.stdout) == local
+
+
+async def test_the_image_holds_the_product_and_none_of_the_tooling(
+    engine: Engine, built: str
+) -> None:
+    """leaderboard_tools (local stack, drills, chaos, containers) is not in the image: not
+    importable, and the `leaderboard` command there has only the product's subcommands."""
+    script = (
+        "import importlib.util, json\n"
+        "print(json.dumps([importlib.util.find_spec(m) is not None for m in"
+        " ('leaderboard', 'leaderboard.operator.kube', 'leaderboard_tools')]))\n"
+    )
+    done = engine.run("run", "--rm", *HARDENED, "--entrypoint", "python", built, "-c", script)
+    assert json.loads(done.stdout) == [True, True, False]
+    usage = engine.run("run", "--rm", *HARDENED, built, "up", check=False)
+    assert usage.returncode == 2, usage.stdout + usage.stderr
+    assert "invalid choice: 'up'" in usage.stderr and "Traceback" not in usage.stderr
+    for command in ("api", "broadcaster", "operator"):
+        assert command in usage.stderr
 
 
 async def test_the_image_runs_as_10001_and_that_user_can_write_only_tmp(

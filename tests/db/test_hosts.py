@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from leaderboard.db.hosts import PrimaryConnector, per_host
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 
 
 @pytest.fixture

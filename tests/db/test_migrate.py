@@ -8,7 +8,7 @@ import pytest_asyncio
 
 from leaderboard.db import migrate as migrate_module
 from leaderboard.db.migrate import Migration, MigrationError, load_migrations, migrate
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 
 
 @pytest_asyncio.fixture

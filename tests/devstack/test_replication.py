@@ -4,7 +4,7 @@ import asyncio
 
 import asyncpg
 
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 from tests.support import eventually
 
 

@@ -21,8 +21,8 @@ from redis import exceptions as rex
 
 from leaderboard.cache.pipe import RedisPipe
 from leaderboard.certs import TlsFiles
-from leaderboard.devstack.stack import Stack
 from leaderboard.preflight import PreflightError, check_postgres, check_redis
+from leaderboard_tools.devstack.stack import Stack
 from tests.conftest import _traversable_tmpdir, own_cluster
 from tests.support import REPO, component_env, eventually, free_ports, start_component
 
@@ -101,7 +101,7 @@ async def test_a_redis_that_asks_for_a_client_certificate_gets_the_urls_one(
 ) -> None:
     """`ssl_certfile`/`ssl_keyfile` in the URL (a provider that authenticates clients by
     certificate): without them the handshake fails, with them the hot path answers."""
-    from leaderboard.devstack.redis import find_redis_server
+    from leaderboard_tools.devstack.redis import find_redis_server
 
     assert tls_stack.tls is not None
     files, port = tls_stack.tls, free_ports(1)[0]
@@ -143,15 +143,15 @@ async def test_a_redis_that_asks_for_a_client_certificate_gets_the_urls_one(
 
 def test_a_service_started_by_hand_in_tls_mode_finds_the_stack(tls_stack: Stack) -> None:
     """`LEADERBOARD_TLS=true leaderboard api` with no URLs: the same URLs the stack gives."""
-    from leaderboard import endpoints
+    from leaderboard import connection_urls
     from leaderboard.config import Settings
 
     settings = Settings(
         run_dir=tls_stack.run_dir, tls=True, redis_port=tls_stack.redis.port,
         pg_port=tls_stack.members[0].port, pg_members=len(tls_stack.members),
     )  # fmt: skip
-    assert endpoints.redis_url(settings, "api") == tls_stack.redis.url_for("api")
-    assert endpoints.database_url(settings) == tls_stack.services_database_url()
+    assert connection_urls.redis_url(settings, "api") == tls_stack.redis.url_for("api")
+    assert connection_urls.database_url(settings) == tls_stack.services_database_url()
 
 
 async def test_wrong_or_missing_passwords_are_refused(tls_stack: Stack) -> None:

@@ -20,7 +20,7 @@ import pytest_asyncio
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as serve_ws
 
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.stack import Stack
 from tests.conftest import _traversable_tmpdir, own_cluster
 from tests.support import (
     REPO,

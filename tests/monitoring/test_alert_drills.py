@@ -16,7 +16,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from leaderboard.devstack.process import signal_pid, signal_tree
+from leaderboard_tools.devstack.process import signal_pid, signal_tree
 from tests.conftest import _traversable_tmpdir
 from tests.monitoring.prometheus import Prometheus, prometheus, scrape_ports
 from tests.support import cli, detached_stack, stack_env, wait_until

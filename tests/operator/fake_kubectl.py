@@ -18,8 +18,8 @@ import sys
 import asyncpg
 
 from leaderboard.config import load_settings
-from leaderboard.devstack.process import signal_tree
-from leaderboard.devstack.stack import Stack
+from leaderboard_tools.devstack.process import signal_tree
+from leaderboard_tools.devstack.stack import Stack
 
 
 async def main(argv: list[str]) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from leaderboard.config import Settings
-from leaderboard.operator.drill import DrillResult, Load, _downtime, passed, summary
+from leaderboard_tools.operator.drill import DrillResult, Load, _downtime, passed, summary
 
 
 def _load(acks: list[tuple[float, float]]) -> Load:

@@ -32,11 +32,11 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster, User
 from lightkube.resources.core_v1 import Secret, Service
 
-from leaderboard.devstack.postgres import Member
-from leaderboard.devstack.stack import Stack
 from leaderboard.operator import kube
 from leaderboard.operator.kube import KubeOperator
-from leaderboard.operator.kubeshell import Address
+from leaderboard.operator.kube.shell import Address
+from leaderboard_tools.devstack.postgres import Member
+from leaderboard_tools.devstack.stack import Stack
 from tests.conftest import own_cluster
 from tests.operator.kubemock import Emulator
 from tests.support import eventually
@@ -509,7 +509,8 @@ async def test_a_switchover_and_a_pause_are_asked_for_in_the_spec(world: World) 
     (operator,) = a.operators
     await until(
         world,
-        lambda: operator.failures.get("member1", 0) >= 3 * 2,  # twice the failure threshold
+        # twice the failure threshold
+        lambda: operator.observed.failures.get("member1", 0) >= 3 * 2,
         timeout=30,
         what="rounds with a dead primary",
     )

@@ -28,7 +28,7 @@ from leaderboard.operator import kube
 from leaderboard.operator.decide import Cluster
 from leaderboard.operator.decide import Member as DecideMember
 from leaderboard.operator.kube import KubeOperator
-from leaderboard.operator.kubeshell import name_of
+from leaderboard.operator.kube.shell import name_of
 from tests.operator.netproxy import Proxy
 from tests.operator.test_kube import NS, World, _world, until
 from tests.support import eventually, free_ports

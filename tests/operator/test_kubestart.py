@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kmock import Server
 
-from leaderboard.operator import kubestart
+from leaderboard.operator.kube import start as kubestart
 from tests.operator.kubemock import Emulator
 from tests.support import eventually, free_ports
 

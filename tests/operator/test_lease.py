@@ -12,7 +12,7 @@ from kmock import Server
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster, User
 
-from leaderboard.operator.lease import LeaseLock
+from leaderboard.operator.kube.lease import LeaseLock
 from tests.operator.kubemock import Emulator
 from tests.support import eventually
 

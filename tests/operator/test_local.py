@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import json
 
-from leaderboard.devstack.postgres import Member as PgMember
-from leaderboard.devstack.stack import Stack
 from leaderboard.operator.decide import Cluster
-from leaderboard.operator.local import LocalOperator
+from leaderboard_tools.devstack.postgres import Member as PgMember
+from leaderboard_tools.devstack.stack import Stack
+from leaderboard_tools.operator.local import LocalOperator
 from tests.conftest import own_cluster
 from tests.support import eventually
 
@@ -72,7 +72,7 @@ async def test_a_promotion_whose_last_step_fails_is_carried_on_from_the_new_prim
 
         operator._set_sync = fails_once  # type: ignore[method-assign]
         await operator.round()  # healthy: member1 is seen as the synchronous candidate
-        assert operator.sync_candidates == {"member1"}
+        assert operator.observed.sync_candidates == {"member1"}
         cluster.members[0].kill()
         password = cluster.superuser_password
 

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from leaderboard.devstack.postgres import MEMBER_SCRIPT
+from leaderboard_tools.devstack.postgres import MEMBER_SCRIPT
 
 
 def test_shellcheck_is_clean() -> None:

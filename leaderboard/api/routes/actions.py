@@ -9,11 +9,10 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from leaderboard.api.complete import complete_action
+from leaderboard.api.complete import complete_action, read_limited
 from leaderboard.api.deps import ServicesDep
 from leaderboard.api.schemas import CatalogResponse, CompleteActionResponse, errors
 from leaderboard.catalog import Catalog
-from leaderboard.errors import AppError
 
 router = APIRouter()
 
@@ -46,20 +45,12 @@ async def complete(request: Request, svc: ServicesDep) -> Response:
     Order of checks: token (401), rate limit (429), body size (413) and shape (400), action
     and its data (400), then one transaction (400 `already_completed`, 503)."""
 
-    async def read_body(limit: int) -> bytes:
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise AppError(413, "payload_too_large", f"the request body exceeds {limit} bytes")
-        return bytes(body)
-
     reply = await complete_action(
         svc,
         authorization=request.headers.get("authorization"),
         content_length=request.headers.get("content-length"),
         request_id=request.headers.get("x-request-id"),
-        read_body=read_body,
+        read_body=lambda limit: read_limited(request.stream(), limit),
     )
     return Response(
         reply.body, status_code=reply.status, media_type="application/json", headers=reply.headers

@@ -18,7 +18,7 @@ import orjson
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
-import leaderboard.api.routes.userid  # noqa: F401 - registers the {userId:userid} convertor
+import leaderboard.api.routes.path_convertors  # noqa: F401 - registers the {userId:userid} convertor
 from leaderboard.api.deps import ServicesDep
 from leaderboard.api.schemas import BoardPage, BoardsResponse, BoardUserResponse, errors
 from leaderboard.api.services import Services

@@ -6,7 +6,7 @@ import orjson
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
-import leaderboard.api.routes.userid  # noqa: F401 - registers the {userId:userid} convertor
+import leaderboard.api.routes.path_convertors  # noqa: F401 - registers the {userId:userid} convertor
 from leaderboard.api.deps import ServicesDep
 from leaderboard.api.schemas import TopResponse, UserResponse, errors
 

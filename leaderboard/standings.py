@@ -1,0 +1,33 @@
+"""What a board holds and shows, whichever store it comes from (PostgreSQL's tables or the
+Redis ranking): a user's standing on one board's season, an entry of a page, a user's view."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypedDict
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A user's score on one board's season and when it was reached (the tie-break): what an
+    award returns per board, and what a ranking update writes."""
+
+    board: str
+    season: int
+    score: int
+    reached_seq: int
+
+
+class Entry(TypedDict):
+    rank: int
+    userId: str
+    score: int
+
+
+@dataclass(frozen=True)
+class UserView:
+    user_id: str
+    score: int
+    rank: int
+    around: list[Entry]
+    season: int = 1
