@@ -12,6 +12,8 @@ from leaderboard_tools.containers import kubelet
 from leaderboard_tools.containers.engine import Engine
 from leaderboard_tools.containers.kubelet import Doc, Pod
 
+PROXY = Path(__file__).with_name("serviceproxy.py")
+
 
 def aliases(service: Doc, namespace: str) -> list[str]:
     """The four DNS forms a Service's name takes inside the cluster."""
@@ -86,6 +88,8 @@ def start(
             "--sysctl", "net.ipv4.ip_unprivileged_port_start=0",  # port 80 as user 10001
             "--read-only", "--cap-drop", "all", "--security-opt", "no-new-privileges",
             "--mount", f"type=bind,source={table},destination=/etc/lb/endpoints.json,ro",
+            # The proxy is tooling (stdlib only), not in the image: mounted from here.
+            "--mount", f"type=bind,source={PROXY},destination=/etc/lb/serviceproxy.py,ro",
             "--entrypoint", "python", image_ref,
-            "-m", "leaderboard_tools.containers.serviceproxy", "/etc/lb/endpoints.json",
+            "/etc/lb/serviceproxy.py", "/etc/lb/endpoints.json",
         )  # fmt: skip

@@ -12,7 +12,7 @@ labels can move them without restarting the proxy:
 No connection is made when a Service has no endpoint: the client's connect is refused, as
 kube-proxy rejects it.
 
-    python -m leaderboard_tools.containers.serviceproxy /etc/lb/endpoints.json
+    python serviceproxy.py /etc/lb/endpoints.json   (mounted into the image's Python: stdlib only)
 """
 
 from __future__ import annotations

@@ -327,7 +327,7 @@ class Act(Observe, Publish):
             how = "pod deleted; it restarts as a replica (pg_rewind)"
         else:
             how = "waiting for its StatefulSet to recreate the pod"
-        self.observed.rejoined(name)
+        self.observed.stalls.reset(name)
         await self._event(cr, "Rejoining", f"{name}: {how}", warning=False)
 
     async def _repoint(self, name: str) -> None:
