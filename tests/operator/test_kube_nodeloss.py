@@ -64,6 +64,7 @@ async def test_a_lost_node_with_the_primary_and_the_active_operator(world3: Worl
         await setup.close()
 
         acked: list[tuple[int, float]] = []
+        last_error: list[str] = []  # the writer's, for the failure message
         stop = asyncio.Event()
 
         async def write() -> None:  # an API pod on a surviving node, through the Service
@@ -79,7 +80,10 @@ async def test_a_lost_node_with_the_primary_and_the_active_operator(world3: Worl
                         )  # fmt: skip
                     await conn.execute("INSERT INTO nodeloss VALUES ($1)", i, timeout=1.0)
                     acked.append((i, time.monotonic()))
-                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                except (
+                    OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                ) as exc:  # fmt: skip
+                    last_error[:] = [repr(exc)]
                     if conn is not None:
                         conn.terminate()
                     conn = None
@@ -108,7 +112,13 @@ async def test_a_lost_node_with_the_primary_and_the_active_operator(world3: Worl
             what="operator-b to take over and fail over",
         )
         promoted_at = time.monotonic()
-        await eventually(lambda: acknowledged(promoted_at, 19), timeout=30)
+        try:
+            await eventually(lambda: acknowledged(promoted_at, 19), timeout=30)
+        except AssertionError:
+            raise AssertionError(
+                f"writes did not resume within 30 s of the promotion; last write error: "
+                f"{last_error}; status: {world.status}"
+            ) from None
         stop.set()
         await asyncio.wait_for(writer, 10)
 
