@@ -184,6 +184,16 @@ def _healthy(cluster: Cluster, primary: Member) -> Decision:
                 target=replica.name,
             )
         if replica.role == "replica" and replica.stalled_probes >= cluster.stall_threshold:
+            if _may_be_cut(cluster, replicas):
+                # The standbys' walreceivers time out within a moment of each other, which
+                # can fall on two sides of a probe: rejoining the first one then reset its
+                # count, and a primary cut off from them was never replaced.
+                return Decision(
+                    Action.NONE,
+                    f"none of the {len(replicas)} standbys streams from {primary.name}; waiting "
+                    f"until each has stalled for {cluster.stall_threshold} probes (a primary "
+                    "cut off from them is replaced, a single stalled standby rejoined)",
+                )
             return Decision(
                 Action.REJOIN,
                 f"{replica.name} answers but has not streamed for {replica.stalled_probes} "
@@ -221,13 +231,9 @@ def _cut_from_its_standbys(
     (the one with the highest LSN, as in any failover), so promoting it is as safe as a
     failover and ends the wait. With one standby we cannot tell whose link failed (rejoining
     it, below, is the answer there)."""
-    if len(replicas) < 2 or cluster.sync_streaming or not cluster.sync_candidates:
-        return None
-    stalled = all(
-        r.reachable and r.role == "replica" and r.stalled_probes >= cluster.stall_threshold
-        for r in replicas
-    )
-    if not stalled or not cluster.sync_candidates <= {r.name for r in replicas}:
+    if not _may_be_cut(cluster, replicas) or not all(
+        r.stalled_probes >= cluster.stall_threshold for r in replicas
+    ):
         return None
     best = max(
         (r for r in replicas if r.name in cluster.sync_candidates),
@@ -281,6 +287,19 @@ def _failover(cluster: Cluster, primary: Member) -> Decision:
         target=best.name,
         old_primary=primary.name,
         notes=notes,
+    )
+
+
+def _may_be_cut(cluster: Cluster, replicas: list[Member]) -> bool:
+    """Two or more standbys, all answering us and none streaming, and a primary that reports
+    no synchronous standby: the primary may be cut off from them (once all have stalled for
+    ``stall_threshold`` probes, :func:`_cut_from_its_standbys` says so)."""
+    return (
+        len(replicas) >= 2
+        and not cluster.sync_streaming
+        and bool(cluster.sync_candidates)
+        and cluster.sync_candidates <= {r.name for r in replicas}
+        and all(r.reachable and r.role == "replica" and r.stalled_probes > 0 for r in replicas)
     )
 
 

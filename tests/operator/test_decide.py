@@ -80,15 +80,27 @@ CASES: list[tuple[str, Cluster, Action, str | None, str]] = [
         "has not streamed",
     ),
     (
-        "...nor while one standby still streams or has not stalled long enough",
+        "...nor while one standby still streams",
+        cluster(
+            P,
+            Member("m1", reachable=True, role="replica", lsn=90, stalled_probes=10),
+            Member("m2", reachable=True, role="replica", lsn=95, upstream="m0"),
+        ),
+        Action.REJOIN,
+        "m1",
+        "has not streamed",
+    ),
+    (
+        "...and while the others have not stalled long enough yet, nobody is rejoined: the"
+        " walreceivers time out a moment apart (rejoining the first lost the promotion)",
         cluster(
             P,
             Member("m1", reachable=True, role="replica", lsn=90, stalled_probes=10),
             Member("m2", reachable=True, role="replica", lsn=95, stalled_probes=9),
         ),
-        Action.REJOIN,
-        "m1",
-        "has not streamed",
+        Action.NONE,
+        None,
+        "waiting until each has stalled for 10 probes",
     ),
     (
         "...nor when a standby does not answer (it may be the one whose link failed)",
