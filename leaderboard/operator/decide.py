@@ -29,6 +29,7 @@ class Action(StrEnum):
     REPOINT = "repoint"
     ENABLE_SYNC = "enable-sync"
     SWITCHOVER = "switchover"
+    RESTART = "restart"
 
 
 @dataclass(frozen=True)
@@ -260,23 +261,35 @@ def _failover(cluster: Cluster, primary: Member) -> Decision:
     healthy = [m for m in replicas if m.reachable and m.role == "replica"]
     if cluster.durability == "required":
         missing = sorted(n for n in cluster.sync_candidates if not _reachable(cluster.member(n)))
+        refused = ""
         if not cluster.sync_candidates:
-            return Decision(
-                Action.NONE,
-                f"{down}, but no replica was synchronous: promoting one could lose acknowledged "
-                "writes (durability: required)",
+            refused = (
+                "no replica was synchronous: promoting one could lose acknowledged writes "
+                "(durability: required)"
             )
-        if missing:
-            return Decision(
-                Action.NONE,
-                f"{down}, but synchronous candidate(s) {', '.join(missing)} do not answer and "
-                "may hold the newest acknowledged write (durability: required)",
+        elif missing:
+            refused = (
+                f"synchronous candidate(s) {', '.join(missing)} do not answer and may hold the "
+                "newest acknowledged write (durability: required)"
             )
-        candidates = [m for m in healthy if m.name in cluster.sync_candidates]
+        candidates = [] if refused else [m for m in healthy if m.name in cluster.sync_candidates]
     else:
-        candidates = healthy
+        refused, candidates = "", healthy
     if not candidates:
-        return Decision(Action.NONE, f"{down}, and no healthy replica can take over")
+        refused = refused or "no healthy replica can take over"
+        if not primary.running:
+            # No replica may take over, and the primary's process is gone, not hung: it
+            # holds every write it acknowledged, so it is started again where it is, as a
+            # standby (as a Kubernetes pod restarts), and promoted back by the rule in
+            # decide(). Waiting instead kept writes down for good when a primary died seconds
+            # after its promotion, before a probe saw a standby synchronous (chaos seed 23).
+            return Decision(
+                Action.RESTART,
+                f"{down}, and {refused}; starting {primary.name} again in place (it holds "
+                "every acknowledged write; it comes back as a standby and is promoted back)",
+                target=primary.name,
+            )
+        return Decision(Action.NONE, f"{down}, but {refused}")
     best = max(candidates, key=lambda m: (m.lsn, m.name == cluster.switchover_to, m.name))
     notes: tuple[str, ...] = ()
     if best.name not in cluster.sync_candidates:

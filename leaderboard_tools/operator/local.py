@@ -182,6 +182,8 @@ class LocalOperator:
             await self.switchover(decision.target, decision.old_primary)
         elif decision.action is Action.ENABLE_SYNC:
             await self._set_sync(self._member(decision.target), SYNC_STANDBYS)
+        elif decision.action is Action.RESTART:
+            await self.restart_in_place(decision.target)
 
     async def promote(self, name: str, old: str | None, kind: str = "failover") -> None:
         if old is not None and self._member(old).pid() is not None:
@@ -264,6 +266,16 @@ class LocalOperator:
         member.start()
         self.observed.rejoined(name)
         self.record("rejoined", name, f"{name} restarted as a replica of {primary.name} ({how})")
+
+    async def restart_in_place(self, name: str) -> None:
+        """Start a member whose process is gone on its own data, as a standby: what the
+        kubelet and ``pg-member.sh`` do to a pod's container. Nobody else answers as primary,
+        so the script starts it in recovery; the next rounds promote it back."""
+        member = self._member(name)
+        await asyncio.to_thread(member.follow, member, self.stack.superuser_password)
+        member.start()
+        self.observed.rejoined(name)
+        self.record("restarted", name, f"{name} started again in place, as a standby")
 
     async def repoint(self, name: str) -> None:
         member, primary = self._member(name), self._member(self.primary)

@@ -18,6 +18,7 @@ P = Member("m0", reachable=True, role="primary", lsn=100)
 R1 = Member("m1", reachable=True, role="replica", lsn=90, upstream="m0")
 R2 = Member("m2", reachable=True, role="replica", lsn=95, upstream="m0")
 DEAD = Member("m0", reachable=False, failed_probes=3, running=False)
+HUNG = Member("m0", reachable=False, failed_probes=3, running=True)
 
 
 def cluster(*members: Member, **kw: object) -> Cluster:
@@ -146,15 +147,31 @@ CASES: list[tuple[str, Cluster, Action, str | None, str]] = [
         "highest",
     ),
     (
-        "required: a candidate missing may hold the newest write",
+        "required: a candidate missing may hold the newest write; the gone primary restarts",
         cluster(DEAD, R1, Member("m2", reachable=False, failed_probes=3)),
+        Action.RESTART,
+        "m0",
+        "do not answer and may hold the newest acknowledged write (durability: required); "
+        "starting m0 again in place",
+    ),
+    (
+        "required: a candidate missing while the primary hangs: wait",
+        cluster(HUNG, R1, Member("m2", reachable=False, failed_probes=3)),
         Action.NONE,
         None,
         "do not answer",
     ),
     (
-        "required: no synchronous replica, no promotion",
+        "required: no synchronous replica and the primary gone: restart it in place",
         cluster(DEAD, R1, sync_candidates=frozenset()),
+        Action.RESTART,
+        "m0",
+        "no replica was synchronous: promoting one could lose acknowledged writes "
+        "(durability: required); starting m0 again in place",
+    ),
+    (
+        "required: no synchronous replica and the primary hangs: no promotion, no restart",
+        cluster(HUNG, R1, sync_candidates=frozenset()),
         Action.NONE,
         None,
         "no replica was synchronous",
@@ -167,11 +184,18 @@ CASES: list[tuple[str, Cluster, Action, str | None, str]] = [
         "promoting m1",
     ),
     (
-        "no healthy replica",
-        cluster(DEAD, Member("m1", reachable=False, failed_probes=5), durability="preferred"),
+        "no healthy replica, the primary hangs",
+        cluster(HUNG, Member("m1", reachable=False, failed_probes=5), durability="preferred"),
         Action.NONE,
         None,
         "no healthy replica",
+    ),
+    (
+        "no healthy replica, the primary gone: restart it in place",
+        cluster(DEAD, Member("m1", reachable=False, failed_probes=5), durability="preferred"),
+        Action.RESTART,
+        "m0",
+        "no healthy replica can take over; starting m0 again",
     ),
     (
         "old primary back as a primary: fence it",

@@ -90,3 +90,41 @@ async def test_a_promotion_whose_last_step_fails_is_carried_on_from_the_new_prim
             await conn.close()
         actions = [json.loads(e)["action"] for e in operator.events_path.read_text().splitlines()]
         assert actions.count("promoted") == 1 and "rejoined" in actions
+
+
+async def test_a_primary_gone_before_any_standby_was_seen_synchronous_restarts_in_place() -> None:
+    """Chaos seed 23: a primary died seconds after its promotion, before a probe saw any
+    standby synchronous. Promoting a standby could lose what it acknowledged (one may have
+    turned synchronous between two probes) and waiting kept writes down for good: it is
+    started again on its own data and promoted back, with every acknowledged write."""
+    async with own_cluster("lb-restart-") as cluster:
+        operator = LocalOperator(cluster, "member0")
+        password = cluster.superuser_password
+        primary = cluster.members[0]
+        conn = await primary.connect(password)
+        try:  # acknowledged: member1 flushed it (synchronous)
+            await conn.execute(
+                "CREATE TABLE acknowledged (id int); INSERT INTO acknowledged VALUES (1)"
+            )
+        finally:
+            await conn.close()
+        operator.observed.promoted()  # as just after a promotion: no candidate seen yet
+        primary.kill()
+
+        async def back() -> bool:
+            await operator.round()
+            roles = [await m.probe_role(password) for m in cluster.members]
+            return roles == ["primary", "replica"]
+
+        await eventually(back, timeout=60, interval=0.2)
+        assert operator.primary == "member0"
+        events = [json.loads(e) for e in operator.events_path.read_text().splitlines()]
+        actions = [e["action"] for e in events]
+        assert "restarted" in actions, actions
+        assert [e["target"] for e in events if e["action"] == "promoted"] == ["member0"]
+        conn = await primary.connect(password)
+        try:  # every acknowledged write, and writes commit (member1 is synchronous again)
+            assert await conn.fetchval("SELECT count(*) FROM acknowledged") == 1
+            await conn.execute("SET statement_timeout = '10s'; INSERT INTO acknowledged VALUES (2)")
+        finally:
+            await conn.close()

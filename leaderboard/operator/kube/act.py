@@ -162,6 +162,8 @@ class Act(Observe, Publish):
         elif decision.action is Action.SWITCHOVER:
             assert decision.old_primary is not None
             await self._switchover(cr, target, decision.old_primary, pods, cluster)
+        # Action.RESTART: nothing to do here; the StatefulSet recreates a pod that is gone and
+        # the kubelet restarts a container that exited, as a standby (pg-member.sh).
 
     async def _fence(self, cr: Any, name: str, pods: list[Pod]) -> None:
         """Routing first (the label), then the pod itself, with no grace."""
