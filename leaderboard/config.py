@@ -59,6 +59,27 @@ class Settings(BaseSettings):
     pg_database: str = Field("leaderboard", description="Application database name.")
     pg_user: str = Field("leaderboard", description="Application database role.")
 
+    # -- backups (pgBackRest; docs/backups.md)
+    backup_repo_path: Path | None = Field(
+        None,
+        description="Local stack: the folder repository of backups and archived WAL; default "
+        "run_dir/backups/repo. Ignored when backup_s3_bucket is set.",
+    )
+    backup_s3_bucket: str = Field("", description="S3 bucket of the backup repository.")
+    backup_s3_endpoint: str = Field(
+        "", description="S3 endpoint, host[:port] (pgBackRest speaks HTTPS only)."
+    )
+    backup_s3_region: str = Field("us-east-1", description="S3 region.")
+    backup_s3_prefix: str = Field("/leaderboard", description="Path inside the bucket.")
+    backup_s3_key: str = Field("", description="S3 access key id.")
+    backup_s3_key_secret: SecretStr | None = Field(None, description="S3 secret access key.")
+    backup_s3_ca_file: Path | None = Field(
+        None, description="CA that the S3 endpoint's certificate is verified against."
+    )
+    backup_retention_full: int = Field(
+        2, ge=1, le=100, description="Full backups kept, with the WAL they need."
+    )
+
     # -- where the services find their dependencies (default: the local stack)
     database_url: SecretStr | None = Field(
         None,

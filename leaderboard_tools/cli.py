@@ -17,6 +17,7 @@ from typing import Any
 from leaderboard import auth
 from leaderboard.cli import Handler
 from leaderboard.config import Settings
+from leaderboard_tools.devstack import backup_commands
 from leaderboard_tools.devstack.postgres import Member
 from leaderboard_tools.devstack.process import StackError
 from leaderboard_tools.devstack.stack import Stack
@@ -87,6 +88,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> di
         "broadcaster); default all",
     )
     _chaos_options(chaos)
+    backup_commands.add_parsers(sub)
     return {name: _reporting_stack_errors(handler) for name, handler in _COMMANDS.items()}
 
 
@@ -255,6 +257,8 @@ _COMMANDS = {
     "pause": _pause,
     "resume": _pause,
     "switchover": _switchover,
+    "backup": backup_commands.backup,
+    "backups": backup_commands.backups,
 }
 
 

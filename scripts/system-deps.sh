@@ -11,6 +11,7 @@ python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the live page's browser test
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # the chart's alert rules
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)  # the PostgreSQL start script
+command -v pgbackrest >/dev/null 2>&1 || missing+=(pgbackrest)  # WAL archiving and backups
 # The image and the chart's pods as containers (make image, make chart-up): podman with
 # netavark (container names resolve), iptables for its bridge, debootstrap for stand-in bases.
 command -v podman >/dev/null 2>&1 || missing+=(podman runc netavark aardvark-dns)

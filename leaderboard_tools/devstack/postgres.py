@@ -89,6 +89,8 @@ class Member:
     # Chaos drills: the member runs inside this network namespace (its own host, at ``host``),
     # so that faults can cut its paths (leaderboard_tools.chaos.network).
     netns: str | None = None
+    # More ``postgres`` options (archiving: leaderboard_tools.devstack.backups).
+    extra_options: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _ssl: ssl.SSLContext | None = field(default=None, init=False, repr=False)
 
@@ -281,6 +283,7 @@ class Member:
                 "-c",
                 f"cluster_name={self.name}",
                 *self._tls_options(),
+                *self.extra_options,
             ]
         )
         self.process = spawn(

@@ -8,6 +8,7 @@ its own (that is :mod:`leaderboard_tools.devstack.supervisor`). Its layout on di
     RUN_DIR/pg/memberN/sock      its private Unix socket directory
     RUN_DIR/redis/               Redis pid file, log (and ACL file in TLS mode)
     RUN_DIR/tls/                 TLS mode: the stack's CA, its certificate and key
+    RUN_DIR/backups/             pgBackRest: configuration, folder repository (backups.py)
     RUN_DIR/dev-jwt.key, pg-*    generated secrets (mode 0600)
 """
 
@@ -27,7 +28,9 @@ from leaderboard.cache.keys import Keys
 from leaderboard.config import Settings
 from leaderboard.db.migrate import migrate
 from leaderboard.db.sql import ident, literal
+from leaderboard.operator.pgbackrest import Repository
 from leaderboard.operator.probe import sync_standbys
+from leaderboard_tools.devstack.backups import Backups, repository
 from leaderboard_tools.devstack.components import Component
 from leaderboard_tools.devstack.postgres import Member, find_bin_dir
 from leaderboard_tools.devstack.process import OsUser, StackError, wait_for
@@ -80,11 +83,14 @@ class Stack:
         pg_bin_dir: Path | None = None,
         *,
         services: bool = False,
+        backup_repo: Repository | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.layout = layout
         self._pg_bin_dir = pg_bin_dir
         self.pg_os_user = OsUser.for_postgres()
+        self.backups = Backups(run_dir, self.pg_os_user)
+        self._backup_repo = backup_repo or Repository(path=run_dir / "backups" / "repo")
         # TLS mode: one CA and one certificate for the stack's address, shared by every member
         # and by Redis (all listen on the same host).
         self.tls = connection_urls.local_tls(run_dir) if layout.tls else None
@@ -131,7 +137,13 @@ class Stack:
         run_dir = settings.run_path
         state = read_state(run_dir)
         layout = Layout(**state["layout"]) if state is not None else Layout.from_settings(settings)
-        return cls(run_dir, layout, settings.pg_bin_dir, services=services)
+        return cls(
+            run_dir,
+            layout,
+            settings.pg_bin_dir,
+            services=services,
+            backup_repo=repository(settings, run_dir),
+        )
 
     @property
     def state_path(self) -> Path:
@@ -191,8 +203,10 @@ class Stack:
         if not self.pg_os_user.is_current:
             check_traversable(self.run_dir / "pg", self.pg_os_user)
         bin_dir = find_bin_dir(self._pg_bin_dir)
+        self.backups.configure(self._backup_repo)
         for member in self.members:
             member.bin_dir = bin_dir
+            member.extra_options = self.backups.archive_options(member)
         if self.tls is not None and not self.tls.exists:
             hosts = (
                 [self.layout.host, "localhost"]
@@ -229,6 +243,8 @@ class Stack:
         else:
             primary.start()
             await self._wait_accepting(primary)
+        # Idempotent; until it exists every archive-push fails (and is retried).
+        await asyncio.to_thread(self.backups.create_stanza, primary)
         for member in self.members:
             if member is primary:
                 continue

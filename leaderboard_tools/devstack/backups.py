@@ -1,0 +1,142 @@
+"""Backups of the local stack with pgBackRest: every member archives its WAL, base backups on
+demand, the recoverable window.
+
+Layout::
+
+    RUN_DIR/backups/pgbackrest.conf   the repository (a folder, or S3 from the settings)
+    RUN_DIR/backups/repo/             the folder repository (default)
+    RUN_DIR/backups/log|lock|spool/   pgBackRest's own folders
+    RUN_DIR/backups/flushed.json      the last moment known to be in the archive
+
+PostgreSQL runs pgBackRest as its own OS user (``archive_command``), so the folders belong to
+that user; our commands run as it too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from leaderboard.config import Settings
+from leaderboard.operator import pgbackrest
+from leaderboard.operator.pgbackrest import STANZA, Info, Repository
+from leaderboard_tools.devstack.postgres import Member
+from leaderboard_tools.devstack.process import OsUser, StackError, run
+
+
+def binary() -> str:
+    found = shutil.which("pgbackrest")
+    if found is None:
+        raise StackError("pgbackrest is not installed (`make install` installs it)")
+    return found
+
+
+def repository(settings: Settings, run_dir: Path) -> Repository:
+    secret = settings.backup_s3_key_secret
+    return Repository(
+        path=settings.backup_repo_path or run_dir / "backups" / "repo",
+        s3_endpoint=settings.backup_s3_endpoint,
+        s3_bucket=settings.backup_s3_bucket,
+        s3_region=settings.backup_s3_region,
+        s3_prefix=settings.backup_s3_prefix,
+        s3_key=settings.backup_s3_key,
+        s3_key_secret=secret.get_secret_value() if secret else "",
+        s3_ca_file=settings.backup_s3_ca_file,
+        retention_full=settings.backup_retention_full,
+    )
+
+
+class Backups:
+    def __init__(self, run_dir: Path, user: OsUser) -> None:
+        self.dir = run_dir / "backups"
+        self.user = user
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "pgbackrest.conf"
+
+    @property
+    def configured(self) -> bool:
+        return self.config_path.exists()
+
+    def configure(self, repo: Repository) -> None:
+        """Write the configuration (once per stack: ``up`` keeps the repository it began
+        with, so a later change of settings cannot split the archive in two)."""
+        if self.configured:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        folders = [self.dir / name for name in ("log", "lock", "spool")]
+        if repo.path is not None and repo.kind == "posix":
+            folders.append(repo.path)
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+        self.user.own(self.dir, *folders)
+        text = pgbackrest.config(repo, work_dir=self.dir)
+        self.config_path.write_text(text)
+        self.config_path.chmod(0o600)  # it may hold the S3 secret
+        self.user.own(self.config_path)
+
+    def archive_options(self, member: Member) -> list[str]:
+        """``postgres`` options that make ``member`` archive its WAL while it is the primary.
+        ``on``, not ``always``: pgBackRest wants one archiver per repository (a standby's copy
+        of a segment may differ in its unused tail). A standby marks what it receives as
+        archived, so segments the old primary had not pushed when it died are missing until
+        pushed again (docs/backups.md, open)."""
+        # Its own queue and lock: a member that hangs (SIGSTOP) with its background push must
+        # not hold up the archiving of the member promoted in its place.
+        own = [f"--spool-path={self.dir / 'spool' / member.name}"]
+        own.append(f"--lock-path={self.dir / 'lock' / member.name}")
+        command = pgbackrest.archive_command(binary(), self.config_path, member.data_dir, *own)
+        return ["-c", "archive_mode=on", "-c", f"archive_command={command}"]
+
+    def _run(self, *args: str, member: Member | None = None, timeout: float = 120.0) -> str:
+        argv = [binary(), f"--config={self.config_path}", f"--stanza={STANZA}"]
+        if member is not None:
+            argv += pgbackrest.member_options(member.data_dir, member.port, member.sock_dir)
+        return run([*argv, *args], user=self.user, timeout=timeout, what=f"pgbackrest {args[0]}")
+
+    def create_stanza(self, primary: Member) -> None:
+        self._run("stanza-create", member=primary)
+
+    def backup(self, member: Member, *, kind: str = "full") -> str:
+        """A base backup from ``member`` (the primary); returns its id."""
+        before = {b.id for b in self.info().backups}
+        self._run("backup", f"--type={kind}", member=member, timeout=1800)
+        new = [b.id for b in self.info().backups if b.id not in before]
+        if not new:
+            raise StackError("pgbackrest backup finished but no new backup is listed")
+        return new[-1]
+
+    def flush(self, primary: Member) -> dt.datetime:
+        """Switch the primary to a new WAL segment and wait until the one it closed is in the
+        repository (``pgbackrest check``): everything committed before the returned moment
+        can be restored."""
+        at = dt.datetime.now(dt.UTC)
+        self._run("check", member=primary, timeout=90)
+        (self.dir / "flushed.json").write_text(json.dumps({"at": pgbackrest.iso(at)}) + "\n")
+        return at
+
+    def last_flushed(self) -> dt.datetime | None:
+        try:
+            text = json.loads((self.dir / "flushed.json").read_text())["at"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    def info(self) -> Info:
+        return pgbackrest.parse_info(json.loads(self._run("info", "--output=json")))
+
+    def window(self, info: Info) -> dict[str, Any]:
+        """The contract's ``backups`` answer."""
+        start = info.recoverable_from
+        until = self.last_flushed()
+        if start is not None:
+            start += dt.timedelta(seconds=1)  # pgBackRest's stop time is whole seconds
+        return {
+            "backups": [b.to_json() for b in info.backups],
+            "recoverable_from": pgbackrest.iso(start) if start else None,
+            "recoverable_until": pgbackrest.iso(until) if start and until else None,
+        }

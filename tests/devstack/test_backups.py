@@ -1,0 +1,155 @@
+"""Backups of the local stack: WAL archiving on every start, base backups, the window."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from leaderboard.operator.pgbackrest import Repository, config, parse_info
+from leaderboard_tools.devstack.stack import Stack
+from leaderboard_tools.operator.local import LocalOperator
+from tests.conftest import own_cluster
+from tests.support import cli, eventually, stack_env
+
+
+def _parse(when: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+
+
+def test_an_s3_repository_is_configured_with_path_style_https_and_its_ca() -> None:
+    repo = Repository(
+        s3_endpoint="127.0.0.1:9443",
+        s3_bucket="scores",
+        s3_key="id",
+        s3_key_secret="secret",
+        s3_ca_file=Path("/ca.pem"),
+        retention_full=3,
+    )
+    lines = config(repo, work_dir=Path("/w")).splitlines()
+    for expected in [
+        "repo1-type=s3",
+        "repo1-s3-endpoint=127.0.0.1",
+        "repo1-storage-port=9443",
+        "repo1-s3-bucket=scores",
+        "repo1-s3-uri-style=path",
+        "repo1-storage-ca-file=/ca.pem",
+        "repo1-retention-full=3",
+        "spool-path=/w/spool",
+        "[leaderboard]",
+    ]:
+        assert expected in lines
+    assert not any(line.startswith("repo1-path=/") and "leaderboard" not in line for line in lines)
+
+
+def test_info_becomes_the_backups_contract() -> None:
+    info = parse_info(
+        [
+            {
+                "name": "leaderboard",
+                "status": {"code": 0, "message": "ok"},
+                "archive": [{"min": "000000010000000000000002", "max": "00000002000000000000000A"}],
+                "backup": [
+                    {
+                        "label": "20261205-045521F",
+                        "timestamp": {"start": 1796446521, "stop": 1796446524},
+                        "info": {
+                            "size": 30_000_000,
+                            "repository": {"size": 6_000_000, "delta": 6_066_022},
+                        },
+                        "lsn": {"start": "0/2000028", "stop": "0/2000100"},
+                    }
+                ],
+            }
+        ]
+    )
+    assert [b.to_json() for b in info.backups] == [
+        {
+            "id": "20261205-045521F",
+            "started_at": "2026-12-05T04:55:21Z",
+            "finished_at": "2026-12-05T04:55:24Z",
+            "bytes": 6_066_022,
+        }
+    ]
+    assert (info.archive_min, info.archive_max, info.status) == (
+        "000000010000000000000002",
+        "00000002000000000000000A",
+        "ok",
+    )
+    assert parse_info([]).status == "missing stanza"
+
+
+async def test_the_primary_archives_and_a_backup_with_its_wal_covers_later_writes(
+    stack: Stack,
+) -> None:
+    primary = stack.members[0]
+    backup_id = await asyncio.to_thread(stack.backups.backup, primary)
+    conn = await primary.connect(stack.superuser_password)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS archived (at timestamptz)")
+        await conn.execute("INSERT INTO archived VALUES (now())")
+        written = dt.datetime.now(dt.UTC)
+    finally:
+        await conn.close()
+    before = (await asyncio.to_thread(stack.backups.info)).archive_max
+    flushed = await asyncio.to_thread(stack.backups.flush, primary)
+    info = await asyncio.to_thread(stack.backups.info)
+    assert info.status == "ok"
+    assert backup_id in [b.id for b in info.backups]
+    assert before is not None and info.archive_max is not None and info.archive_max > before
+    window = stack.backups.window(info)
+    assert _parse(window["recoverable_until"]) == flushed >= written
+    assert _parse(window["recoverable_from"]) <= written + dt.timedelta(seconds=1)
+
+
+@pytest.mark.slow
+def test_backup_and_backups_through_the_command_line(run_dir: Path) -> None:
+    env = stack_env(run_dir)
+    assert cli("up", "--detach", env=env).returncode == 0
+    try:
+        assert "no backup yet" in cli("backups", env=env).stdout
+        done = cli("backup", "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        made = json.loads(done.stdout)
+        assert made.keys() == {"id", "started_at", "finished_at", "bytes"} and made["bytes"] > 0
+        status = json.loads(cli("status", "--json", env=env).stdout)
+        token = cli("token", "archived-user", env=env).stdout.strip()
+        answer = httpx.post(
+            status["api_url"] + "/api/action/complete",
+            json={"actionId": "verify-email"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        acknowledged = dt.datetime.now(dt.UTC)
+        done = cli("backups", "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        listed = json.loads(done.stdout)
+        assert listed["backups"] == [made]
+        start, end = _parse(listed["recoverable_from"]), _parse(listed["recoverable_until"])
+        assert start <= acknowledged <= end
+    finally:
+        assert cli("down", "--purge", env=env).returncode == 0
+
+
+async def test_archiving_follows_the_primary_through_a_failover() -> None:
+    async with own_cluster("lb-archive-") as cluster:
+        operator = LocalOperator(cluster, "member0")
+        password = cluster.superuser_password
+        await operator.round()  # member1 seen as the synchronous candidate
+        cluster.members[0].kill()
+
+        async def promoted() -> bool:
+            await operator.round()
+            return await cluster.members[1].probe_role(password) == "primary"
+
+        await eventually(promoted, timeout=60, interval=0.2)
+        await asyncio.to_thread(cluster.backups.flush, cluster.members[1])
+        info = await asyncio.to_thread(cluster.backups.info)
+        assert info.archive_max is not None and int(info.archive_max[:8], 16) >= 2  # timeline
+        history = cluster.backups.dir / "repo" / "archive" / "leaderboard"
+        assert list(history.glob("*/00000002.history*")), "the new timeline's history is archived"
