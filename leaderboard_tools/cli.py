@@ -63,6 +63,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> di
     failover.add_argument(
         "--api-url", default="http://127.0.0.1:8000", help="--kube: the API (a port-forward)"
     )
+    restore = drill_sub.add_parser(
+        "restore", help="backup, writes, a switchover, then restore to the latest and to a time"
+    )
+    restore.add_argument("--json", action="store_true", help="print one JSON object")
     partition = drill_sub.add_parser(
         "partition", help="cut the primary off the network under load (needs root)"
     )
@@ -185,6 +189,13 @@ def _switchover(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _drill(settings: Settings, args: argparse.Namespace) -> int:
+    if args.drill == "restore":
+        from leaderboard_tools.devstack import restore_drill
+
+        stack = Stack.from_settings(settings, services=True)
+        result = asyncio.run(restore_drill.run_drill(stack, settings))
+        print(restore_drill.report(result, args.json))
+        return 0 if result.passed else 1
     if args.drill == "partition":
         from leaderboard_tools.chaos.faults import partition
 
@@ -259,6 +270,7 @@ _COMMANDS = {
     "switchover": _switchover,
     "backup": backup_commands.backup,
     "backups": backup_commands.backups,
+    "restore": backup_commands.restore,
 }
 
 

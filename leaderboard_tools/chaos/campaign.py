@@ -20,14 +20,12 @@ from typing import Any
 
 import asyncpg
 import httpx
-import redis.asyncio as aioredis
 
-from leaderboard.cache.keys import Keys
-from leaderboard.cache.ranking import encode
 from leaderboard_tools.chaos import history
 from leaderboard_tools.chaos.faults import FAULTS, Fault
 from leaderboard_tools.chaos.viewers import DIRECT_IDS, DirectWriter, Viewers, snapshot
 from leaderboard_tools.chaos.world import World
+from leaderboard_tools.devstack.consistency import ranking_converges
 from leaderboard_tools.operator.drill import Load, timeline
 
 # Every action of the catalog, with valid data: fresh users land all over the ranking, so
@@ -236,32 +234,11 @@ async def _check(
 async def _ranking_equal(world: World, member: Any, details: list[str]) -> bool:
     """Redis holds exactly PostgreSQL's ranking within the documented bound (docs/api.md,
     ranking consistency: the reconciliation's lag and interval) plus a rebuild's time."""
-    stack = world.cluster
-    client = aioredis.from_url(stack.redis.url)
-    conn = await asyncpg.connect(stack.database_url(member), timeout=10)
-    diff: list[str] = []
     bound = world.settings.reconcile_lag_s + world.settings.reconcile_interval_s + 15
-    started = time.monotonic()
-    try:
-        deadline = started + bound
-        while True:
-            rows = await conn.fetch("SELECT user_id, score, reached_seq FROM scores")
-            postgres = {r["user_id"]: encode(r["score"], r["reached_seq"]) for r in rows}
-            key = Keys(stack.layout.redis_prefix).scores
-            flat: list[Any] = await client.zrange(key, 0, -1, withscores=True)
-            redis = {_text(m): int(s) for m, s in flat}
-            diff = history.ranking_diff(redis, postgres)
-            if not diff or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
-    finally:
-        await conn.close()
-        await client.aclose()
+    diff, took = await ranking_converges(world.cluster, member, bound)
     details += [f"ranking: {d}" for d in diff]
     if not diff:
-        details.append(
-            f"ranking: equal to PostgreSQL's {time.monotonic() - started:.1f} s after the end"
-        )
+        details.append(f"ranking: equal to PostgreSQL's {took:.1f} s after the end")
     return not diff
 
 
@@ -290,7 +267,3 @@ async def _viewers_caught_up(world: World, viewers: Viewers, details: list[str])
         details.append(f"viewers behind the last seq {last.get('seq')}: {len(behind)}")
         return False
     return True
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

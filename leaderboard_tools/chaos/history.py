@@ -112,15 +112,6 @@ def unsafe_acks(
     return count
 
 
-def ranking_diff(redis: dict[str, int], postgres: dict[str, int], limit: int = 5) -> list[str]:
-    """Users whose composite score (score and tie order) differs, at most ``limit`` named."""
-    users = sorted(set(redis) | set(postgres))
-    wrong = [u for u in users if redis.get(u) != postgres.get(u)]
-    return [f"{u}: redis {redis.get(u)} postgres {postgres.get(u)}" for u in wrong[:limit]] + (
-        [f"... and {len(wrong) - limit} more"] if len(wrong) > limit else []
-    )
-
-
 def summary_by_kind(records: Sequence[FaultRecord]) -> dict[str, dict[str, Any]]:
     """Per fault: how often, the worst write downtime and recovery (the README table)."""
     table: dict[str, dict[str, Any]] = {}

@@ -19,6 +19,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     backup.add_argument("--json", action="store_true", help="print one JSON object")
     backups = sub.add_parser("backups", help="list the backups and the recoverable window")
     backups.add_argument("--json", action="store_true", help="print one JSON object")
+    restore = sub.add_parser("restore", help="rebuild every member from the backups")
+    which = restore.add_mutually_exclusive_group(required=True)
+    which.add_argument("--latest", action="store_true", help="to the last archived write")
+    which.add_argument("--target-time", metavar="ISO8601", help="to this moment")
+    restore.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _primary(stack: Stack) -> Member:
@@ -67,3 +72,20 @@ def _print(window: dict[str, Any]) -> None:
     if not window["backups"]:
         print("no backup yet: `leaderboard backup` takes one")
     print(f"recoverable from {window['recoverable_from']} until {window['recoverable_until']}")
+
+
+def restore(settings: Settings, args: argparse.Namespace) -> int:
+    from leaderboard_tools.devstack.restore import parse_target
+    from leaderboard_tools.devstack.restore import restore as run_restore
+
+    target = parse_target(args.target_time) if args.target_time else None
+    stack = Stack.from_settings(settings, services=True)
+    done = asyncio.run(run_restore(stack, target))
+    if args.json:
+        print(json.dumps(done.to_json()))
+    else:
+        print(
+            f"restored to {done.target}: last transaction {done.recovered_to}, "
+            f"writable again after {done.seconds:.1f} s"
+        )
+    return 0

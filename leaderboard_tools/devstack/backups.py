@@ -110,6 +110,13 @@ class Backups:
             raise StackError("pgbackrest backup finished but no new backup is listed")
         return new[-1]
 
+    def run_restore(self, member: Member, options: list[str]) -> None:
+        """``pgbackrest restore`` into ``member``'s (absent) data directory, from the newest
+        backup that precedes the target; it writes the ``restore_command`` too."""
+        member.data_dir.mkdir(mode=0o700, parents=True)
+        self.user.own(member.data_dir)
+        self._run("restore", f"--pg1-path={member.data_dir}", *options, timeout=1800)
+
     def flush(self, primary: Member) -> dt.datetime:
         """Switch the primary to a new WAL segment and wait until the one it closed is in the
         repository (``pgbackrest check``): everything committed before the returned moment

@@ -156,6 +156,13 @@ class LocalOperator:
         """What a person asked for (``leaderboard pause|resume|switchover``)."""
         control = read_control(self.stack.run_dir)
         self.paused = bool(control.get("paused", False))
+        adopt = control.get("adopt_primary")
+        if isinstance(adopt, str):  # `leaderboard restore` rebuilt the cluster around it
+            if adopt != self.primary:
+                self.primary = adopt
+                self.observed.promoted()
+                self.record("adopted", adopt, f"{adopt} is the primary (restored)")
+            write_control(self.stack.run_dir, adopt_primary=None)
         wanted = control.get("switchover_to")
         self.switchover_to = wanted if isinstance(wanted, str) and wanted != self.primary else None
 

@@ -7,10 +7,10 @@ from leaderboard_tools.chaos.history import (
     Check,
     FaultRecord,
     downtime,
-    ranking_diff,
     summary_by_kind,
     unsafe_acks,
 )
+from leaderboard_tools.devstack.consistency import ranking_diff
 
 
 def _check(**changes: object) -> Check:

@@ -10,11 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from leaderboard.operator import pgbackrest
 from leaderboard.operator.pgbackrest import Repository, config, parse_info
 from leaderboard_tools.devstack.stack import Stack
 from leaderboard_tools.operator.local import LocalOperator
 from tests.conftest import own_cluster
-from tests.support import cli, eventually, stack_env
+from tests.support import cli, eventually, stack_env, wait_until
 
 
 def _parse(when: str) -> dt.datetime:
@@ -153,3 +154,85 @@ async def test_archiving_follows_the_primary_through_a_failover() -> None:
         assert info.archive_max is not None and int(info.archive_max[:8], 16) >= 2  # timeline
         history = cluster.backups.dir / "repo" / "archive" / "leaderboard"
         assert list(history.glob("*/00000002.history*")), "the new timeline's history is archived"
+
+
+def _complete(api_url: str, env: dict[str, str], user: str) -> None:
+    token = cli("token", user, env=env).stdout.strip()
+    answer = httpx.post(
+        api_url + "/api/action/complete",
+        json={"actionId": "verify-email"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def _ranked(api_url: str) -> set[str]:
+    """The users the API ranks, polled until it has rebuilt from PostgreSQL."""
+    answer = httpx.get(api_url + "/api/leaderboard", timeout=10)
+    assert answer.status_code == 200, answer.text
+    return {entry["userId"] for entry in answer.json()["top"]}
+
+
+@pytest.mark.slow
+def test_restore_latest_and_to_a_time_between_two_batches_around_a_failover(
+    run_dir: Path,
+) -> None:
+    env = stack_env(run_dir)
+    assert cli("up", "--detach", env=env).returncode == 0
+    try:
+        assert cli("backup", env=env).returncode == 0
+        api = json.loads(cli("status", "--json", env=env).stdout)["api_url"]
+        _complete(api, env, "before-1")
+        _complete(api, env, "before-2")
+        target = dt.datetime.now(dt.UTC)
+        assert cli("switchover", "member1", env=env).returncode == 0
+        _complete(api, env, "after-1")
+
+        done = cli("restore", "--latest", "--json", env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        restored = json.loads(done.stdout)
+        assert restored.keys() == {"target", "recovered_to", "seconds"}
+        want = {"before-1", "before-2", "after-1"}
+        wait_until(lambda: _ranked(api) == want, timeout=30)
+
+        done = cli(
+            "restore", "--target-time", pgbackrest.iso(target), "--json", env=env, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: _ranked(api) == {"before-1", "before-2"}, timeout=30)
+        _complete(api, env, "after-restore")  # writable, and ranked
+        roles = [m["role"] for m in json.loads(cli("status", "--json", env=env).stdout)["members"]]
+        assert roles == ["primary", "replica"]  # the clone does not stop at the target too
+
+        listed = json.loads(cli("backups", "--json", env=env).stdout)
+        assert _parse(listed["recoverable_from"]) <= target <= _parse(listed["recoverable_until"])
+        too_early = cli("restore", "--target-time", "2001-01-01T00:00:00Z", env=env)
+        assert too_early.returncode == 1
+        assert (
+            too_early.stderr.count("\n") == 1
+            and "outside the recoverable window" in too_early.stderr
+        )
+        assert any((run_dir / "replaced").iterdir()), "the replaced data is kept aside"
+    finally:
+        assert cli("down", "--purge", env=env).returncode == 0
+
+
+@pytest.mark.slow
+def test_the_restore_drill_passes_and_reports_each_restore(run_dir: Path) -> None:
+    env = stack_env(run_dir)
+    assert cli("up", "--detach", env=env).returncode == 0
+    try:
+        done = cli("drill", "restore", "--json", env=env, timeout=600)
+        assert done.returncode == 0, done.stderr + done.stdout
+        drill = json.loads(done.stdout)
+        assert drill["passed"] and drill["acknowledged"] > 0
+        latest, to_target = drill["steps"]
+        assert latest["restore"] == "latest" and latest["expected"] == drill["acknowledged"]
+        assert to_target["restore"] == drill["target"]
+        assert 0 < to_target["expected"] < drill["acknowledged"]
+        for step in drill["steps"]:
+            assert step["missing"] == step["unexpected"] == 0 and step["ranking_equal"]
+            assert step["seconds"] > 0 and step["wal_bytes"] > 0
+    finally:
+        assert cli("down", "--purge", env=env).returncode == 0
