@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from leaderboard.operator import pgbackrest
 from leaderboard.operator.pgbackrest import STANZA, Info, Repository
 from leaderboard_tools.devstack.postgres import Member
 from leaderboard_tools.devstack.process import OsUser, StackError, run
+
+SEGMENT = re.compile(r"[0-9A-F]{24}")
 
 
 def binary() -> str:
@@ -110,6 +113,34 @@ class Backups:
             raise StackError("pgbackrest backup finished but no new backup is listed")
         return new[-1]
 
+    def push_received(self, member: Member) -> list[str]:
+        """After ``member``'s promotion: push the complete segments of earlier timelines that
+        it received as a standby. A standby treats what it streams as archived already
+        (``archive_mode = on``), so segments the dead primary had not pushed yet would be
+        missing from the repository and a restore could not replay past the gap. Which they
+        are: every earlier-timeline segment before the one the new timeline begins in (that
+        one PostgreSQL archives itself, as ``.partial``); a ``.done`` marker is not enough,
+        since the walreceiver writes it only when the next segment begins. They are the
+        bytes the old primary wrote, so a segment it did push is recognised (same checksum)
+        and skipped. Returns the segments handed over."""
+        wal = member.data_dir / "pg_wal"
+        segments = [
+            (int(p.name[:8], 16), p.name) for p in wal.iterdir() if SEGMENT.fullmatch(p.name)
+        ]
+        if not segments:
+            return []
+        newest = max(timeline for timeline, _ in segments)
+        begins = min(_number(name) for timeline, name in segments if timeline == newest)
+        received = sorted(
+            name for timeline, name in segments if timeline < newest and _number(name) < begins
+        )
+        for name in received:
+            self._run(
+                "archive-push", f"--pg1-path={member.data_dir}", "--no-archive-async",
+                str(wal / name),
+            )  # fmt: skip
+        return received
+
     def run_restore(self, member: Member, options: list[str]) -> None:
         """``pgbackrest restore`` into ``member``'s (absent) data directory, from the newest
         backup that precedes the target; it writes the ``restore_command`` too."""
@@ -147,3 +178,8 @@ class Backups:
             "recoverable_from": pgbackrest.iso(start) if start else None,
             "recoverable_until": pgbackrest.iso(until) if start and until else None,
         }
+
+
+def _number(segment: str) -> int:
+    """A WAL segment's position in the log, whatever its timeline."""
+    return int(segment[8:], 16)

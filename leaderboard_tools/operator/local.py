@@ -67,6 +67,7 @@ class LocalOperator:
         self.paused = False
         self.switchover_to: str | None = None
         self._last_reason: str | None = None
+        self._pushing: asyncio.Task[None] | None = None  # the received WAL, after a promotion
 
     @property
     def events_path(self) -> Path:
@@ -210,6 +211,8 @@ class LocalOperator:
         self.primary = name
         self.failovers += 1
         metrics.promoted(METRICS_CLUSTER, kind, time.time())
+        if self.stack.backups.configured:  # in the background: writes resume meanwhile
+            self._pushing = asyncio.create_task(self._push_received(name))
         self.observed.promoted()
         self.stack.update_state(primary=name)
         self.record("promoted", name, f"{name} is the primary (failover {self.failovers})")
@@ -229,6 +232,14 @@ class LocalOperator:
                 "rejoin", old, f"{old} was the primary; rejoining it as a replica of {name}"
             )
             await self.rejoin(old)
+
+    async def _push_received(self, name: str) -> None:
+        try:
+            pushed = await asyncio.to_thread(self.stack.backups.push_received, self._member(name))
+        except StackError as exc:
+            self.record("error", name, f"pushing the WAL it received failed: {exc}")
+        else:
+            self.record("archived", name, f"{len(pushed)} received WAL segments handed over")
 
     async def switchover(self, name: str, old: str) -> None:
         """Planned, without loss: a clean shutdown of the primary sends its last WAL (down to

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
+import signal
 from pathlib import Path
 
 import httpx
@@ -236,3 +238,43 @@ def test_the_restore_drill_passes_and_reports_each_restore(run_dir: Path) -> Non
             assert step["seconds"] > 0 and step["wal_bytes"] > 0
     finally:
         assert cli("down", "--purge", env=env).returncode == 0
+
+
+async def test_segments_the_dead_primary_had_not_archived_are_pushed_by_its_successor() -> None:
+    """With ``archive_mode = on`` a standby takes what it streams as archived already: the
+    segments a primary closed but had not pushed when it died were missing for good."""
+    async with own_cluster("lb-gap-") as cluster:
+        operator = LocalOperator(cluster, "member0")
+        password = cluster.superuser_password
+        await operator.round()  # member1 seen as the synchronous candidate
+        conn = await cluster.members[0].connect(password)
+        try:  # its archiver stops: what it closes from now on is on the standby only
+            archiver = await conn.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'"
+            )
+            os.kill(archiver, signal.SIGSTOP)
+            closed = []
+            for _ in range(3):
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS gap (n int); INSERT INTO gap VALUES (1)"
+                )
+                closed.append(await conn.fetchval("SELECT pg_walfile_name(pg_current_wal_lsn())"))
+                await conn.execute("SELECT pg_switch_wal()")
+            # Acknowledged once the standby has it, so it has every segment closed before
+            # (a switch record alone is not waited for: the last one could be partial there).
+            await conn.execute("INSERT INTO gap VALUES (2)")
+        finally:
+            conn.terminate()
+        os.kill(archiver, signal.SIGKILL)
+        cluster.members[0].kill()
+        repo = cluster.backups.dir / "repo" / "archive" / "leaderboard"
+        assert not any(list(repo.glob(f"*/*/{name}-*")) for name in closed)
+
+        async def handed_over() -> bool:
+            await operator.round()
+            return '"archived"' in operator.events_path.read_text()
+
+        await eventually(handed_over, timeout=60, interval=0.2)
+        for name in closed:
+            assert list(repo.glob(f"*/*/{name}-*")), f"{name} is missing from the repository"
+        assert "pushing the WAL it received failed" not in operator.events_path.read_text()
