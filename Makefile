@@ -29,8 +29,8 @@ test-fast: install lint types ## lint, types and the tests that start no contain
 	$(BIN)/pytest -m "not slow"
 
 lint: install ## ruff (lint and formatting) and import-linter (which package may import which)
-	$(BIN)/ruff check leaderboard tests bench scripts loadtest
-	$(BIN)/ruff format --check leaderboard tests bench scripts loadtest
+	$(BIN)/ruff check leaderboard leaderboard_tools tests bench scripts loadtest
+	$(BIN)/ruff format --check leaderboard leaderboard_tools tests bench scripts loadtest
 	$(BIN)/lint-imports --no-cache
 
 types: install ## mypy (strict) on the package

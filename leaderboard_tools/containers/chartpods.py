@@ -333,6 +333,9 @@ class Release:
                 configmaps=self.objects.configmaps, services=self.objects.services,
             ), image_user="10001", files=self.state_dir / self.name / "dry-run")  # fmt: skip
         bootstrap.label_roles(pods)
+        stale = self.engine.forget_stale_dns()
+        if stale:
+            say(f"removed name-server files of networks that are gone: {', '.join(stale)}")
         self.engine.run("network", "create", "--label", self.label, self.network)
         self._volumes()
         self._start_services()

@@ -83,5 +83,48 @@ class Engine:
         """True when the engine could pull REF (no registry answers on some machines)."""
         return self.run("pull", "--quiet", ref, check=False, timeout=300).returncode == 0
 
+    def forget_stale_dns(self) -> list[str]:
+        """Remove what podman's name server (aardvark-dns) kept of networks that are gone.
+
+        netavark writes one file per network, headed by the network's gateway, and deletes it
+        when the network's last container is torn down. A run killed mid-way skips that
+        teardown: the file outlives its network, and a network created later under the same
+        name gets its entries appended below the old gateway, where the name server answers
+        nothing. Likewise a ``aardvark.pid`` naming a dead or zombie process keeps netavark
+        from starting a new name server. Both are removed here; returns what was.
+        """
+        if self.name != "podman":
+            return []
+        directory = aardvark_dir()
+        if not directory.is_dir():
+            return []
+        removed = []
+        for path in sorted(directory.iterdir()):
+            if path.name == "aardvark.pid":
+                if _process_alive(path.read_text().strip()):
+                    continue
+            elif self.run("network", "exists", path.name, check=False).returncode == 0:
+                continue
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+        return removed
+
     def inspect(self, ref: str, template: str) -> str:
         return self.run("image", "inspect", "--format", template, ref).stdout.strip()
+
+
+def aardvark_dir() -> Path:
+    """Where netavark keeps aardvark-dns's configuration (rootful or rootless podman)."""
+    if os.geteuid() == 0:
+        return Path("/run/containers/networks/aardvark-dns")
+    runtime = os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.geteuid()}")
+    return Path(runtime) / "containers" / "networks" / "aardvark-dns"
+
+
+def _process_alive(pid: str) -> bool:
+    """A running process (a zombie answers signals but serves nothing)."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (ValueError, OSError):
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
