@@ -37,7 +37,7 @@ import httpx
 
 from leaderboard import auth
 from leaderboard.config import Settings
-from leaderboard_tools.devstack.process import signal_tree
+from leaderboard_tools.devstack.process import StackError, signal_tree
 from leaderboard_tools.devstack.stack import Stack
 
 Fault = Literal["kill", "hang", "standby"]
@@ -148,7 +148,7 @@ class LocalTarget:
     async def members(self) -> tuple[str | None, dict[str, str]]:
         status = await self.stack.status()
         if not status["running"]:
-            raise RuntimeError("the local stack is not running (leaderboard up --detach)")
+            raise StackError("the local stack is not running (leaderboard up --detach)")
         self._pids = {m["name"]: m["pid"] for m in status["members"] if m["pid"]}
         return status["primary"], {m["name"]: m["role"] for m in status["members"]}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -17,6 +18,7 @@ from leaderboard.operator.pgbackrest import Repository, config, parse_info
 from leaderboard_tools.devstack.stack import Stack
 from leaderboard_tools.operator.local import LocalOperator
 from tests.conftest import own_cluster
+from tests.objectstore import moto_s3
 from tests.support import cli, eventually, stack_env, wait_until
 
 
@@ -221,10 +223,18 @@ def test_restore_latest_and_to_a_time_between_two_batches_around_a_failover(
 
 
 @pytest.mark.slow
-def test_the_restore_drill_passes_and_reports_each_restore(run_dir: Path) -> None:
-    env = stack_env(run_dir)
-    assert cli("up", "--detach", env=env).returncode == 0
-    try:
+@pytest.mark.parametrize("repository", ["folder", "s3"])
+def test_the_restore_drill_passes_and_reports_each_restore(run_dir: Path, repository: str) -> None:
+    """The whole drill, with the repository a folder under the run dir or a bucket of a real
+    S3 server (moto, over HTTPS with its own CA)."""
+    with contextlib.ExitStack() as scope:
+        env = stack_env(run_dir)
+        store = None
+        if repository == "s3":
+            store = scope.enter_context(moto_s3(run_dir.parent / f"{run_dir.name}-s3"))
+            env |= store.env(prefix="/drill")
+        assert cli("up", "--detach", env=env).returncode == 0
+        scope.callback(lambda: cli("down", "--purge", env=env))
         done = cli("drill", "restore", "--json", env=env, timeout=600)
         assert done.returncode == 0, done.stderr + done.stdout
         drill = json.loads(done.stdout)
@@ -236,8 +246,16 @@ def test_the_restore_drill_passes_and_reports_each_restore(run_dir: Path) -> Non
         for step in drill["steps"]:
             assert step["missing"] == step["unexpected"] == 0 and step["ranking_equal"]
             assert step["seconds"] > 0 and step["wal_bytes"] > 0
-    finally:
-        assert cli("down", "--purge", env=env).returncode == 0
+        folder = run_dir / "backups" / "repo"
+        if store is None:
+            assert (folder / "backup" / pgbackrest.STANZA / "backup.info").exists()
+        else:  # everything went to the bucket, nothing to the folder
+            keys = store.keys("drill/")
+            assert f"drill/backup/{pgbackrest.STANZA}/backup.info" in keys
+            assert any(k.endswith(".lz4") and "/archive/" in k for k in keys), keys[:5]
+            assert not folder.exists()
+        window = json.loads(cli("backups", "--json", env=env).stdout)
+        assert window["backups"] and window["recoverable_from"] <= drill["target"]
 
 
 async def test_segments_the_dead_primary_had_not_archived_are_pushed_by_its_successor() -> None:
