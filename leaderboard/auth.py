@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -19,9 +20,27 @@ from leaderboard.config import Settings
 from leaderboard.hs256 import ErrorCode, HS256Verifier, TokenError
 
 __all__ = [
-    "ErrorCode", "TokenError", "Verifier", "check_user_id", "hs256_secret", "hs256_secrets",
-    "mint",
+    "ErrorCode", "Principal", "TokenError", "Verifier", "check_user_id", "hs256_secret",
+    "hs256_secrets", "mint", "scopes_of",
 ]  # fmt: skip
+
+# The scopes the API knows (the JWT ``scope`` claim, space-separated as in OAuth 2.0).
+ADMIN = "admin"  # the admin API
+SERVER = "server"  # a trusted backend completing actions for the user it names
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for: its ``sub`` and its scopes."""
+
+    sub: str
+    scopes: frozenset[str] = frozenset()
+
+
+def scopes_of(claims: dict[str, Any]) -> frozenset[str]:
+    """The ``scope`` claim as a set; anything but a string grants nothing."""
+    scope = claims.get("scope")
+    return frozenset(scope.split()) if isinstance(scope, str) else frozenset()
 
 
 def hs256_secrets(settings: Settings) -> list[str]:
@@ -39,14 +58,17 @@ def hs256_secret(settings: Settings) -> str:
     return hs256_secrets(settings)[0]
 
 
-def mint(settings: Settings, user_id: str, *, ttl: float = 3600.0) -> str:
-    """Sign a token for ``user_id`` with the HS256 key (the local dev key by default)."""
+def mint(settings: Settings, user_id: str, *, ttl: float = 3600.0, scope: str = "") -> str:
+    """Sign a token for ``user_id`` with the HS256 key (the local dev key by default), with
+    the space-separated ``scope`` if any."""
     if settings.jwt_algorithm != "HS256":
         raise RuntimeError(
             f"cannot mint {settings.jwt_algorithm} tokens: only the issuer holds the private key"
         )
     now = int(time.time())
     claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + int(ttl)}
+    if scope.split():
+        claims["scope"] = " ".join(scope.split())
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer
     if settings.jwt_audience:
@@ -98,17 +120,21 @@ class Verifier:
         # and verification is a quarter of the write path's CPU. An entry is trusted for at
         # most CACHE_TTL_S (so a key withdrawn from the JWKS stops working within that) and
         # never past the token's own expiry.
-        self._verified: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._verified: OrderedDict[str, tuple[str, float, frozenset[str]]] = OrderedDict()
 
     CACHE_SIZE = 50_000
     CACHE_TTL_S = 60.0
 
     async def user_id(self, token: str) -> str:
         """The token's ``sub``; :class:`TokenError` for anything else."""
+        return (await self.principal(token)).sub
+
+    async def principal(self, token: str) -> Principal:
+        """The token's ``sub`` and scopes; :class:`TokenError` for anything else."""
         now = time.time()
         cached = self._verified.get(token)
         if cached is not None and now < cached[1]:
-            return cached[0]
+            return Principal(cached[0], cached[2])
         key = self._key
         if self._jwks is not None:
             try:
@@ -119,11 +145,12 @@ class Verifier:
                 raise TokenError("invalid_token", "malformed token") from None
         claims = self.claims(token, key)
         user: str = claims["sub"]
+        scopes = scopes_of(claims)
         until = min(float(claims["exp"]) + self.leeway, now + self.CACHE_TTL_S)
-        self._verified[token] = (user, until)
+        self._verified[token] = (user, until, scopes)
         if len(self._verified) > self.CACHE_SIZE:
             self._verified.popitem(last=False)
-        return user
+        return Principal(user, scopes)
 
     def decode(self, token: str) -> str:
         """The ``sub`` of a token verified with the configured key (no cache, no JWKS)."""

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     )
     rate_limit: int = Field(10, ge=1, description="Completions allowed per user per window.")
     rate_window_s: int = Field(60, ge=1, le=86400, description="Rate-limit window, seconds.")
+    require_server_scope: bool = Field(
+        False,
+        description="Completions only from a trusted backend: a token with the `server` scope, "
+        'naming the user in the body (`"userId"`); end-user tokens get 403 `forbidden`.',
+    )
     max_body_bytes: int = Field(
         16384, ge=256, le=1 << 20, description="Largest request body accepted (else 413)."
     )

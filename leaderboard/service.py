@@ -180,6 +180,8 @@ class Leaderboard:
             raise _unavailable("the database") from exc
         if not result.known_action:  # in our catalog file but not active in the database
             raise _rejected(400, "unknown_action", f"there is no action {action_id!r}")
+        if result.blocked:  # banned or erased: never ranked, whatever the award did
+            raise _rejected(403, "banned", f"user {user_id!r} may not complete actions")
         if result.awarded is None:
             raise _rejected(
                 400,

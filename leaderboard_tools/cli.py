@@ -43,6 +43,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> di
     tok.add_argument(
         "--ttl", type=float, default=3600.0, help="lifetime in seconds (negative: already expired)"
     )
+    tok.add_argument(
+        "--scope",
+        default="",
+        help='space-separated scopes, e.g. "admin" or "server" (local development key only)',
+    )
 
     sub.add_parser("pause", help="the operator observes but takes no action")
     sub.add_parser("resume", help="the operator acts again")
@@ -156,8 +161,16 @@ def _print_status(status: dict[str, Any]) -> None:
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
+    if args.scope.split() and (settings.env != "dev" or settings.jwt_secrets):
+        # A scoped token opens the admin API: minted only from the local stack's own key.
+        print(
+            "leaderboard: --scope mints only with the local stack's development key "
+            "(LEADERBOARD_ENV=dev and no LEADERBOARD_JWT_SECRET)",
+            file=sys.stderr,
+        )
+        return 2
     for user_id in args.user_ids:
-        print(auth.mint(settings, user_id, ttl=args.ttl))
+        print(auth.mint(settings, user_id, ttl=args.ttl, scope=args.scope))
     return 0
 
 

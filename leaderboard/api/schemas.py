@@ -13,6 +13,12 @@ class CompleteActionRequest(BaseModel):
 
     actionId: StrictStr = Field(min_length=1, max_length=64)
     data: dict[str, Any] = Field(default_factory=dict)
+    userId: StrictStr | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="With a `server`-scoped token: the user the action is completed for.",
+    )
 
 
 class CompleteActionResponse(BaseModel):

@@ -54,6 +54,12 @@ class Keys:
         return f"{self.prefix}leaderboard:rebuild-lock"
 
     @property
+    def blocked(self) -> str:
+        """Set: SHA-1 hashes of banned and erased user ids, which no ranking update adds back
+        (hashes, so that the key names nobody)."""
+        return f"{self.prefix}leaderboard:blocked"
+
+    @property
     def reconciled(self) -> str:
         """String: the id of the last completion the reconciliation checked."""
         return f"{self.prefix}leaderboard:reconciled"

@@ -58,10 +58,54 @@ def decode(composite: bytes | str | float) -> int:
     return int(float(composite)) >> SEQ_BITS
 
 
+# What every script that changes a ranking ends with: read the top 10 and, when its
+# membership differs from the last one published (or ``force``: a season starts), bump ``seq``,
+# store and publish the new message. Returns the published seq or 0.
+_ANNOUNCE = """
+local function membership_of(scores)
+  local top = redis.call('ZREVRANGE', scores, 0, 9, 'WITHSCORES')
+  local ids = {}
+  for i = 1, #top, 2 do ids[#ids + 1] = top[i] end
+  table.sort(ids)
+  return top, table.concat(ids, '\\n')
+end
+
+local function announce(scores, top10, channel, board, season, unit, force)
+  local top, membership = membership_of(scores)
+  local published = redis.call('HEXISTS', top10, 'seq') == 1
+  -- Unchanged membership publishes nothing, except the very first state (an empty board
+  -- has one too: broadcasters then hand viewers its seq, and the first real change is
+  -- seq+1 for them, not a gap from 0 to the clock) and a reset.
+  if not force and published
+      and membership == (redis.call('HGET', top10, 'members') or '') then
+    return 0
+  end
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  if not published then
+    -- seq starts from the clock, so a Redis that lost its data never goes back in seq
+    redis.call('HSET', top10, 'seq', now_ms)
+  end
+  local seq = redis.call('HINCRBY', top10, 'seq', 1)
+  local entries = {}
+  for i = 1, #top, 2 do
+    local score = math.floor(tonumber(top[i + 1]) / unit)
+    entries[#entries + 1] = string.format('{"rank":%d,"userId":%s,"score":%d}',
+      (i + 1) / 2, cjson.encode(top[i]), score)
+  end
+  local message = string.format(
+    '{"type":"top10","seq":%d,"board":%s,"season":%d,"top":[%s],"ts":%d}',
+    seq, cjson.encode(board), season, table.concat(entries, ','), now_ms)
+  redis.call('HSET', top10, 'members', membership, 'message', message)
+  redis.call('PUBLISH', channel, message)
+  return seq
+end
+"""
+
 # One call updates the user's entry on every board a completion counted for, and publishes
 # each board whose top-10 membership changed.
-# KEYS: scores_1, top10_1, scores_2, top10_2, ...  ARGV: user ('' = no update), seq unit, then
-# per board: channel, composite, season, board id.
+# KEYS: scores_1, top10_1, scores_2, top10_2, ..., blocked.  ARGV: user ('' = no update), seq
+# unit, then per board: channel, composite, season, board id.
 # Returns {rank on board 1 (0-based) or false, then per board: published seq or 0, ready 0/1}.
 #
 # Seasons: the hash remembers the season its sorted set holds. An update for a later season
@@ -70,11 +114,19 @@ def decode(composite: bytes | str | float) -> int:
 # (empty, or the first few users) is published even if that membership equals the last one.
 # An update for an earlier season (committed just before the reset, recorded just after)
 # changes nothing here.
-_UPDATE = """
+#
+# Moderation: a user in ``blocked`` (banned or erased; members are SHA-1 hashes of user ids,
+# so the set names nobody) is never added: a completion recorded after the ban removed the
+# user cannot bring them back.
+_UPDATE = _ANNOUNCE + """
 local user, unit = ARGV[1], tonumber(ARGV[2])
+local boards = (#KEYS - 1) / 2
+if user ~= '' and redis.call('SISMEMBER', KEYS[#KEYS], redis.sha1hex(user)) == 1 then
+  user = ''
+end
 local rank = false
 local out = {false}
-for b = 1, #KEYS / 2 do
+for b = 1, boards do
   local scores, top10 = KEYS[2 * b - 1], KEYS[2 * b]
   local a = 2 + 4 * (b - 1)
   local channel, composite, season, board = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]),
@@ -111,47 +163,51 @@ for b = 1, #KEYS / 2 do
         is_in = after < 10
       end
     end
-    local membership = false
-    local top
+    local seq = 0
     if not (exact and was_in == is_in) then
-      top = redis.call('ZREVRANGE', scores, 0, 9, 'WITHSCORES')
-      local ids = {}
-      for i = 1, #top, 2 do ids[#ids + 1] = top[i] end
-      table.sort(ids)
-      membership = table.concat(ids, '\\n')
+      seq = announce(scores, top10, channel, board, season, unit, reset or not published)
     end
-    -- Unchanged membership publishes nothing, except the very first state (an empty board
-    -- has one too: broadcasters then hand viewers its seq, and the first real change is
-    -- seq+1 for them, not a gap from 0 to the clock) and a reset.
-    if not membership or (not reset and published
-        and membership == (redis.call('HGET', top10, 'members') or '')) then
-      out[#out + 1] = 0
-      out[#out + 1] = ready
-    else
-      local now = redis.call('TIME')
-      local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-      if not published then
-        -- seq starts from the clock, so a Redis that lost its data never goes back in seq
-        redis.call('HSET', top10, 'seq', now_ms)
-      end
-      local seq = redis.call('HINCRBY', top10, 'seq', 1)
-      local entries = {}
-      for i = 1, #top, 2 do
-        local score = math.floor(tonumber(top[i + 1]) / unit)
-        entries[#entries + 1] = string.format('{"rank":%d,"userId":%s,"score":%d}',
-          (i + 1) / 2, cjson.encode(top[i]), score)
-      end
-      local message = string.format(
-        '{"type":"top10","seq":%d,"board":%s,"season":%d,"top":[%s],"ts":%d}',
-        seq, cjson.encode(board), season, table.concat(entries, ','), now_ms)
-      redis.call('HSET', top10, 'members', membership, 'message', message)
-      redis.call('PUBLISH', channel, message)
-      out[#out + 1] = seq
-      out[#out + 1] = ready
-    end
+    out[#out + 1] = seq
+    out[#out + 1] = ready
   end
 end
 out[1] = rank
+return out
+"""
+
+# An admin's change to a user's standing, on every board at once, with the broadcasts it
+# causes. KEYS: scores_1, top10_1, ..., blocked.  ARGV: user, seq unit, mode, then per board:
+# channel, composite ('' = not on this board), season, board id.
+#   mode 'block': the user is added to ``blocked`` and removed from every ranking (a ban, an
+#     erasure); 'set': removed from ``blocked`` and given exactly the composites (an unban,
+#     an adjustment: scores may go down, so no GT), on the boards whose season they are of.
+# Returns the published seq or 0, per board.
+_MODERATE = _ANNOUNCE + """
+local user, unit, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local hashed = redis.sha1hex(user)
+if mode == 'block' then
+  redis.call('SADD', KEYS[#KEYS], hashed)
+else
+  redis.call('SREM', KEYS[#KEYS], hashed)
+end
+local out = {}
+for b = 1, (#KEYS - 1) / 2 do
+  local scores, top10 = KEYS[2 * b - 1], KEYS[2 * b]
+  local a = 3 + 4 * (b - 1)
+  local channel, composite, season, board = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]),
+    ARGV[a + 4]
+  local current = tonumber(redis.call('HGET', top10, 'season') or '0')
+  local seq = 0
+  if mode == 'block' then
+    if redis.call('ZREM', scores, user) == 1 then
+      seq = announce(scores, top10, channel, board, current, unit, false)
+    end
+  elseif composite ~= '' and season == current then
+    redis.call('ZADD', scores, composite, user)
+    seq = announce(scores, top10, channel, board, current, unit, false)
+  end
+  out[#out + 1] = seq
+end
 return out
 """
 
@@ -218,6 +274,7 @@ class Ranking:
         self.keys = keys
         make = scripts or client.register_script
         self._update = make(_UPDATE)
+        self._moderate_script = client.register_script(_MODERATE)
         self._top = make(_TOP)
         self._user = make(_USER)
         self.generations = Generations(client)
@@ -230,13 +287,42 @@ class Ranking:
             board = self.keys.board(u.board)
             keys += [board.scores, board.top10]
             args += [board.updates, encode(u.score, u.reached_seq), u.season, u.board]
+        keys.append(self.keys.blocked)
         return _recorded(await self._update(keys=keys, args=args), [u.board for u in updates])
+
+    async def block(self, user_id: str, boards: list[str]) -> dict[str, int]:
+        """Remove the user from every board's ranking, and keep them out (a ban, an erasure);
+        per board, the seq of the broadcast this caused (0: none)."""
+        return await self._moderate(user_id, "block", [(b, None) for b in boards])
+
+    async def set_standings(
+        self, user_id: str, standings: list[Standing], boards: list[str]
+    ) -> dict[str, int]:
+        """Let the user back in and give them exactly these standings (an unban, an
+        adjustment: unlike a completion's record, a score may go down)."""
+        given = {s.board: s for s in standings}
+        return await self._moderate(user_id, "set", [(b, given.get(b)) for b in boards])
+
+    async def _moderate(
+        self, user_id: str, mode: str, boards: list[tuple[str, Standing | None]]
+    ) -> dict[str, int]:
+        keys: list[str] = []
+        args: list[str | int] = [user_id, SEQ_UNIT, mode]
+        for board_id, standing in boards:
+            board = self.keys.board(board_id)
+            keys += [board.scores, board.top10]
+            composite = "" if standing is None else encode(standing.score, standing.reached_seq)
+            season = 0 if standing is None else standing.season
+            args += [board.updates, composite, season, board_id]
+        keys.append(self.keys.blocked)
+        reply = await self._moderate_script(keys=keys, args=args)
+        return {board_id: int(seq) for (board_id, _), seq in zip(boards, reply, strict=True)}
 
     async def publish_if_changed(self, board_id: str = ALL_TIME, season: int = 1) -> int | None:
         """Publish the board's top 10 if its membership changed (or ``season`` starts)."""
         board = self.keys.board(board_id)
         reply = await self._update(
-            keys=[board.scores, board.top10],
+            keys=[board.scores, board.top10, self.keys.blocked],
             args=["", SEQ_UNIT, board.updates, 0, season, board_id],
         )
         return _recorded(reply, [board_id]).published_seq

@@ -60,17 +60,28 @@ def season_sql(board: str, at: str) -> str:
 # Lock order is the same in every batch (completions by user and action, then scores by user,
 # then board scores by board, season and user), so concurrent batches cannot deadlock: the
 # scalar subquery over `score` makes every score row written before the first board row.
+#
+# Moderation: a banned or erased user (`blocked`, as this statement's snapshot sees them) gets
+# no completion. A ban that commits while the statement runs is seen by the score upsert
+# (ON CONFLICT works on the latest row version): the points then go to the hidden score and
+# its board rows stay hidden too, and the caller is told (`blocked`) not to rank the user.
 AWARD_SQL = (
     """
 WITH req AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[])
         WITH ORDINALITY AS r (user_id, action_id, data, request_id, ord)
+), blocked AS (
+    SELECT DISTINCT r.user_id FROM req r
+     WHERE EXISTS (SELECT 1 FROM scores b WHERE b.user_id = r.user_id AND b.banned)
+        OR EXISTS (SELECT 1 FROM erased_users e
+                    WHERE e.user_hash = sha256(convert_to(r.user_id, 'UTF8')))
 ), completion AS (
     INSERT INTO completions (user_id, action_id, points, data, request_id, period)
     SELECT r.user_id, r.action_id, a.points, r.data, r.request_id,
            CASE WHEN a.repeat_board IS NULL THEN {period}
                 ELSE coalesce({board_season}, 0) END
       FROM req r JOIN actions a ON a.id = r.action_id AND a.active
+     WHERE r.user_id NOT IN (SELECT user_id FROM blocked)
      ORDER BY r.user_id, r.action_id
     ON CONFLICT ON CONSTRAINT completions_once DO NOTHING
     RETURNING user_id, action_id, points
@@ -84,21 +95,24 @@ WITH req AS (
         reached_seq = EXCLUDED.reached_seq,
         reached_at = now(),
         completions = s.completions + EXCLUDED.completions
-    RETURNING user_id, score, reached_seq
+    RETURNING user_id, score, reached_seq, banned
 ), board_gained AS (
-    SELECT b.id AS board_id, {season} AS season, c.user_id, sum(c.points) AS points
+    SELECT b.id AS board_id, {season} AS season, c.user_id, sum(c.points) AS points,
+           bool_or(s.banned) AS banned
       FROM completion c
+      JOIN score s USING (user_id)
       JOIN boards b ON b.active AND (b.action_ids IS NULL OR c.action_id = ANY (b.action_ids))
      WHERE (SELECT count(*) FROM score) > 0
      GROUP BY b.id, c.user_id
 ), board_score AS (
-    INSERT INTO board_scores AS bs (board_id, season, user_id, score, reached_seq)
-    SELECT board_id, season, user_id, points, nextval('score_reached_seq')
+    INSERT INTO board_scores AS bs (board_id, season, user_id, score, reached_seq, banned)
+    SELECT board_id, season, user_id, points, nextval('score_reached_seq'), banned
       FROM board_gained WHERE season IS NOT NULL ORDER BY board_id, season, user_id
     ON CONFLICT (board_id, season, user_id) DO UPDATE SET
         score = bs.score + EXCLUDED.score,
         reached_seq = EXCLUDED.reached_seq,
-        reached_at = now()
+        reached_at = now(),
+        banned = EXCLUDED.banned
     RETURNING board_id, season, user_id, score, reached_seq
 ), standing AS (
     SELECT user_id, array_agg(board_id ORDER BY board_id) AS boards,
@@ -113,6 +127,7 @@ SELECT a.points AS action_points,
            PARTITION BY r.user_id ORDER BY r.ord
            ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0) AS score,
        s.reached_seq,
+       coalesce(s.banned, false) OR r.user_id IN (SELECT user_id FROM blocked) AS blocked,
        st.boards, st.seasons, st.scores AS board_scores, st.seqs AS board_seqs
   FROM req r
   LEFT JOIN actions a ON a.id = r.action_id AND a.active
@@ -142,6 +157,9 @@ class Award:
     reached_seq: int | None
     # The user's standing on every seasonal board that counted the award.
     boards: tuple[Standing, ...] = ()
+    # Banned or erased: nothing was awarded, or (a ban committed while this award ran) the
+    # points went to the hidden score; either way the rankings must not show the user.
+    blocked: bool = False
 
 
 async def award_many(db: Database, batch: list[Completion]) -> list[Award]:
@@ -160,6 +178,7 @@ async def award_many(db: Database, batch: list[Completion]) -> list[Award]:
             score=r["score"],
             reached_seq=r["reached_seq"],
             boards=_standings(r),
+            blocked=r["blocked"],
         )
         for r in rows
     ]

@@ -27,10 +27,11 @@ class Source:
     def rows(self, first: int) -> tuple[str, list[Any]]:
         """``FROM ... WHERE ...`` selecting this season's rows, its parameters numbered from
         ``$first``."""
+        # Banned users' rows are kept (an unban restores them) but never ranked.
         if self.board == ALL_TIME:
-            return "scores WHERE TRUE", []
+            return "scores WHERE NOT banned", []
         return (
-            f"board_scores WHERE board_id = ${first} AND season = ${first + 1}",
+            f"board_scores WHERE NOT banned AND board_id = ${first} AND season = ${first + 1}",
             [self.board, self.season],
         )
 
@@ -183,12 +184,12 @@ async def season(db: Database, board: str, number: int) -> Season | None:
 def _standings_sql(scores_where: str, boards_where: str) -> str:
     return f"""
 SELECT '{ALL_TIME}' AS board, 1 AS season, user_id, score, reached_seq FROM scores
- WHERE {scores_where}
+ WHERE NOT banned AND {scores_where}
 UNION ALL
 SELECT bs.board_id, bs.season, bs.user_id, bs.score, bs.reached_seq
   FROM boards b JOIN board_scores bs
     ON bs.board_id = b.id AND bs.season = {season_sql("b.id", "now()")}
- WHERE b.active AND {boards_where}
+ WHERE b.active AND NOT bs.banned AND {boards_where}
 """
 
 
