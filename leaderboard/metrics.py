@@ -22,6 +22,11 @@ POINTS = Counter("leaderboard_points_awarded_total", "Points awarded by committe
 REJECTED = Counter(
     "leaderboard_completions_rejected_total", "Completions refused, by error code", ["code"]
 )
+ADMIN_ACTIONS = Counter(
+    "leaderboard_admin_actions_total",
+    "Admin API actions done (ban, unban, adjust, erase, export)",
+    ["action"],
+)
 RATE_LIMITED = Counter(
     "leaderboard_rate_limited_total", "Requests refused by the rate limit", ["backend"]
 )

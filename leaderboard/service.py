@@ -134,6 +134,10 @@ class Leaderboard:
     async def catch_up(self, window_s: float) -> int:
         return await self.repair.catch_up(window_s)
 
+    def forget_top(self) -> None:
+        """Drop this process's cached top 10 (a moderation changed it)."""
+        self._top_cache = None
+
     def schedule_rebuild(self, board: str = ALL_TIME) -> None:
         self.repair.schedule_rebuild(board)
 
@@ -280,14 +284,14 @@ class Leaderboard:
                     self.schedule_rebuild(board)
             else:
                 metrics.REDIS_FALLBACKS.labels("top").inc()
-        with _answering("the leaderboard"):
+        with answering("the leaderboard"):
             season = season or await self._current_season(board)
             found = await scores.page(self.db, scores.Source(board, season), after, limit)
         return season, found, False
 
     async def keyset(self, board: str, season: int, entry: Entry) -> tuple[int, int, int]:
         """Where a page ending with ``entry`` ends, for the next page's cursor."""
-        with _answering("the leaderboard"):
+        with answering("the leaderboard"):
             found = await scores.page_keys(self.db, scores.Source(board, season), entry)
         # The user moved since (a later completion): continue after its new position.
         return found or (entry["score"], 0, entry["rank"])
@@ -304,7 +308,7 @@ class Leaderboard:
             if view is NOT_READY:
                 self.schedule_rebuild(board)
         if view is NOT_READY:
-            with _answering("the leaderboard"):
+            with answering("the leaderboard"):
                 season = season or await self._current_season(board)
                 view = await scores.user_view(
                     self.db, user_id, self.around, scores.Source(board, season)
@@ -329,7 +333,7 @@ class Leaderboard:
         for known in self.seasons.schedule.get(board, []):
             if known.number == number:
                 return known
-        with _answering("the leaderboard"):
+        with answering("the leaderboard"):
             return await scores.season(self.db, board, number)
 
 
@@ -345,7 +349,7 @@ def _unavailable(what: str) -> AppError:
 
 
 @contextlib.contextmanager
-def _answering(what: str) -> Iterator[None]:
+def answering(what: str) -> Iterator[None]:
     """Run a read that needs PostgreSQL; :func:`_unavailable` if it cannot answer."""
     try:
         yield

@@ -14,7 +14,7 @@ from leaderboard import __version__
 from leaderboard.api import errors
 from leaderboard.api.fastpath import serve_fast
 from leaderboard.api.middleware import MetricsMiddleware
-from leaderboard.api.routes import actions, boards, health, leaderboard
+from leaderboard.api.routes import actions, admin, boards, health, leaderboard
 from leaderboard.api.services import Services
 from leaderboard.catalog import Catalog, load_catalog
 from leaderboard.config import Settings, load_settings
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (actions, leaderboard, boards, health):
+    for module in (actions, leaderboard, boards, health, admin):
         app.include_router(module.router)
     _document_catalog(app, catalog)
     return app

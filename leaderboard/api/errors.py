@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from leaderboard.errors import AppError, error_body
 
@@ -43,10 +44,24 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     return error_response(400, "invalid_request", describe_validation(list(exc.errors())))
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route whose path matched; a path served by
+        # several routes (POST and DELETE .../ban) allows all of theirs.
+        headers["Allow"] = ", ".join(sorted(_allowed(request)))
+    return error_response(exc.status_code, code, str(exc.detail), headers)
+
+
+def _allowed(request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

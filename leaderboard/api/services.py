@@ -21,6 +21,7 @@ from leaderboard.config import Settings
 from leaderboard.db.hosts import connect_primary
 from leaderboard.db.migrate import migrate
 from leaderboard.db.pool import Database
+from leaderboard.moderation import Moderation
 from leaderboard.service import Leaderboard
 
 log = logging.getLogger("leaderboard.api")
@@ -35,6 +36,7 @@ class Services:
     pipe: RedisPipe
     verifier: Verifier
     leaderboard: Leaderboard
+    moderation: Moderation
 
     @classmethod
     async def start(cls, settings: Settings, catalog: Catalog) -> Services:
@@ -75,7 +77,9 @@ class Services:
             reconcile_lag_s=settings.reconcile_lag_s,
         )
         await board.start()
-        return cls(settings, catalog, db, client, pipe, Verifier(settings), board)
+        # An erasure waits for statements older than its block: at most one statement's time.
+        moderation = Moderation(board, settle_s=2 * settings.db_timeout_s)
+        return cls(settings, catalog, db, client, pipe, Verifier(settings), board, moderation)
 
     async def stop(self) -> None:
         await self.leaderboard.stop()

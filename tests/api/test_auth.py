@@ -226,7 +226,11 @@ async def test_a_cached_token_still_expires_on_time() -> None:
     assert await verifier.user_id(token) == "carol"  # from the cache
     assert verifier._verified[token][1] <= time.time() + 1.5
 
-    verifier._verified[token] = ("carol", time.time() - 1, frozenset())  # as if its expiry had passed
+    verifier._verified[token] = (
+        "carol",
+        time.time() - 1,
+        frozenset(),
+    )  # as if its expiry had passed
     stale = jwt.encode({"sub": "carol", "exp": int(time.time()) - 5}, SECRET, "HS256")
     verifier._verified[stale] = ("carol", time.time() - 1, frozenset())
     with pytest.raises(TokenError) as err:

@@ -19,4 +19,13 @@ class _UserId(Convertor[str]):
         return value
 
 
+class _AdminUserId(_UserId):
+    """A user id at the end of an admin path that has longer siblings: not ending in one of
+    their suffixes, so that ``GET .../users/x/adjustments`` is not the export of a user
+    ``x/adjustments`` (a user whose id ends so is out of reach of export and erase)."""
+
+    regex = r"[\s\S]+(?<!/ban)(?<!/adjustments)"
+
+
 register_url_convertor("userid", _UserId())
+register_url_convertor("adminuserid", _AdminUserId())
