@@ -41,17 +41,18 @@ class Moderation:
     async def ban(self, user_id: str, reason: str, actor: str) -> dict[str, Any]:
         with answering("the database"):
             await db_moderation.ban(self.db, user_id, reason, actor)
-        await self._block(user_id)
+        await self._block(user_id, "the ban is in force")
         metrics.ADMIN_ACTIONS.labels("ban").inc()
         return {"userId": user_id, "banned": True, "reason": reason}
 
     async def unban(self, user_id: str, reason: str, actor: str) -> dict[str, Any]:
         with answering("the database"):
             changed = await db_moderation.unban(self.db, user_id, reason, actor)
-            if changed:
-                found = await scores.standings(self.db, users=[user_id])
+            still = not changed and await db_moderation.banned(self.db, user_id)
+            found = await scores.standings(self.db, users=[user_id])
+        if not still:  # also when repeated after a Redis failure: the rankings catch up
+            await self._set(user_id, found.get(user_id, []), self._boards, "the ban is lifted")
         if changed:
-            await self._set(user_id, found.get(user_id, []), self._boards)
             metrics.ADMIN_ACTIONS.labels("unban").inc()
         return {"userId": user_id, "banned": False}
 
@@ -70,7 +71,7 @@ class Moderation:
                 raise unavailable(str(exc)) from None
         rank = None
         if not done.banned:
-            await self._set(user_id, [done.standing], [board_id])
+            await self._set(user_id, [done.standing], [board_id], None)
             try:
                 rank = (await self.board.user(user_id, board_id)).rank
             except AppError:
@@ -87,8 +88,11 @@ class Moderation:
 
     async def erase(self, user_id: str, actor: str) -> dict[str, Any]:
         with answering("the database"):
+            await db_moderation.block_for_erasure(self.db, user_id)
+        # Out of Redis before the rows go: once they are gone, nothing could find the id again.
+        await self._block(user_id, "the user is hidden but not yet erased")
+        with answering("the database"):
             counts = await db_moderation.erase(self.db, user_id, actor, settle_s=self.settle_s)
-        await self._block(user_id)
         try:
             await self.board.client.delete(self.board.ranking.keys.ratelimit(user_id))
         except REDIS_ERRORS as exc:  # expires with its window anyway
@@ -116,22 +120,30 @@ class Moderation:
 
     # -- Redis
 
-    async def _block(self, user_id: str) -> None:
+    async def _block(self, user_id: str, recorded: str) -> None:
         try:
             await self.board.ranking.block(user_id, self._boards)
         except REDIS_ERRORS as exc:
-            self._lost(exc)
+            self._lost(exc, recorded)
         self.board.forget_top()
 
-    async def _set(self, user_id: str, standings: list[Any], boards: list[str]) -> None:
+    async def _set(
+        self, user_id: str, standings: list[Any], boards: list[str], recorded: str | None
+    ) -> None:
         try:
             await self.board.ranking.set_standings(user_id, standings, boards)
         except _SET_ERRORS as exc:
-            self._lost(exc)
+            if recorded is None:  # not repeatable (an adjustment): PostgreSQL has it
+                log.warning("redis missed a moderation action (%s)", exc)
+                for board in boards:
+                    self.board.schedule_rebuild(board)
+            else:
+                self._lost(exc, recorded)
         self.board.forget_top()
 
-    def _lost(self, exc: BaseException) -> None:
-        """Redis missed a moderation: rebuild every board from PostgreSQL."""
-        log.warning("redis missed a moderation action (%s); rebuilding the rankings", exc)
-        for board in self._boards:
-            self.board.schedule_rebuild(board)
+    def _lost(self, exc: BaseException, recorded: str) -> None:
+        """Redis missed a repeatable moderation: PostgreSQL holds it, and the admin is told to
+        repeat the request (the Redis step is redone; a rebuild cannot remove a user)."""
+        log.warning("redis missed a moderation action: %s", exc)
+        metrics.REDIS_FALLBACKS.labels("moderation").inc()
+        raise unavailable(f"Redis ({recorded} in PostgreSQL; repeat the request once Redis answers")

@@ -189,18 +189,25 @@ async def _add_points(conn: Conn, user_id: str, points: int, board: str) -> asyn
     raise asyncpg.UniqueViolationError("the row kept appearing")
 
 
+async def block_for_erasure(db: Database, user_id: str) -> None:
+    """The first step of an erasure: no award counts for the user from now on, and every row
+    is hidden."""
+    async with db.connection() as conn, conn.transaction():
+        await _hide(conn, user_id)
+        await conn.execute(
+            "INSERT INTO erased_users (user_hash) VALUES ($1) ON CONFLICT DO NOTHING",
+            user_hash(user_id),
+        )
+
+
 async def erase(db: Database, user_id: str, actor: str, *, settle_s: float) -> dict[str, int]:
-    """Delete every row that holds the user's id; what was erased, counted (also in the audit
-    log, without the id). Waits up to ``settle_s`` for statements older than the block."""
+    """Delete every row that holds the user's id (after :func:`block_for_erasure`); what was
+    erased, counted (also in the audit log, without the id). Waits up to ``settle_s`` for
+    statements that began before the block."""
     async with db.connection() as conn:
-        async with conn.transaction():
-            await _hide(conn, user_id)
-            await conn.execute(
-                "INSERT INTO erased_users (user_hash) VALUES ($1) ON CONFLICT DO NOTHING",
-                user_hash(user_id),
-            )
-            blocked_xid = await conn.fetchval("SELECT txid_current() % 4294967296")
-        await _settle(conn, int(blocked_xid), settle_s)
+        # Any snapshot taken before now may predate the block; wait until none is left.
+        now_xid = await conn.fetchval("SELECT txid_current() % 4294967296")
+        await _settle(conn, int(now_xid), settle_s)
         async with conn.transaction():
             counts = {}
             for table in ("completions", "board_scores", "scores", "adjustments", "bans"):

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from leaderboard import auth
+from leaderboard_tools.devstack.redis import RedisServer
 from leaderboard_tools.devstack.stack import Stack
 from tests.api.test_ranking import Subscriber
 from tests.apiclient import Api, api_settings, running_api
+from tests.support import eventually, free_ports
 
 
 def _admin(api: Api, who: str = "ops-alice") -> dict[str, str]:
@@ -219,3 +224,41 @@ async def test_a_user_token_cannot_complete_for_someone_else(
     )
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden"
     assert (await api.client.get(f"/api/leaderboard/users/{other}")).status_code == 404
+
+
+async def test_a_ban_redis_misses_says_so_and_a_repeat_finishes_it(
+    stack: Stack, run_dir: Path, new_user: Callable[[], str]
+) -> None:
+    """Redis hangs while a ban commits: 503 (the ban holds in PostgreSQL), and the same
+    request once Redis answers drops the user from the ranking Redis kept."""
+    redis = RedisServer(free_ports(1)[0], run_dir / "redis")
+    redis.start()
+    try:
+        await eventually(redis.ping, timeout=10)
+        settings = api_settings(stack, redis_url=redis.url, redis_timeout_s=0.3)
+        async with running_api(settings) as api:
+            user = new_user()
+            assert (await api.complete(user, "first-lesson")).status_code == 200
+            keys = api.services.leaderboard.ranking.keys
+            assert await api.services.redis.zscore(keys.scores, user) is not None
+            pid = redis.pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                ban = await api.client.post(
+                    f"/api/admin/users/{user}/ban", json={"reason": "x"}, headers=_admin(api)
+                )
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert ban.status_code == 503 and ban.json()["error"]["code"] == "unavailable"
+            assert "repeat" in ban.json()["error"]["message"]
+            assert await api.services.redis.zscore(keys.scores, user) is not None  # missed
+            refused = await api.complete(user, "verify-email")
+            assert refused.status_code == 403  # in force already
+            again = await api.client.post(
+                f"/api/admin/users/{user}/ban", json={"reason": "x"}, headers=_admin(api)
+            )
+            assert again.status_code == 200
+            assert await api.services.redis.zscore(keys.scores, user) is None
+    finally:
+        redis.stop()
