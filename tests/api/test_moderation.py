@@ -61,6 +61,19 @@ async def test_the_admin_api_needs_the_admin_scope(api: Api) -> None:
     assert banned.status_code == 403
     ok = await api.client.get("/api/admin/audit", headers=_admin(api))
     assert ok.status_code == 200 and "entries" in ok.json()
+    # JSON whatever the Content-Type says (curl -d sends a form type), as for completions.
+    as_form = await api.client.post(
+        "/api/admin/users/mallory/adjustments",
+        content=b'{"points": 3, "reason": "curl"}',
+        headers={**_admin(api), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert as_form.status_code == 200 and as_form.json()["score"] >= 3
+    huge = await api.client.post(
+        "/api/admin/users/mallory/ban",
+        content=b'{"reason": "' + b"x" * 20_000 + b'"}',
+        headers=_admin(api),
+    )
+    assert huge.status_code == 413
 
 
 async def test_a_ban_during_completions_drops_the_user_and_an_unban_restores_them(

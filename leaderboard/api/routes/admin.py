@@ -8,20 +8,22 @@ unban of ``x`` and never erases a user ``x/ban``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 import leaderboard.api.routes.path_convertors  # noqa: F401 - registers the {userId:userid} convertor
-from leaderboard.api.complete import authenticate
+from leaderboard.api.complete import authenticate, read_limited
 from leaderboard.api.deps import ServicesDep
+from leaderboard.api.errors import describe_validation
 from leaderboard.api.schemas import errors
+from leaderboard.api.services import Services
 from leaderboard.auth import ADMIN, Principal
 from leaderboard.cache.ranking import MAX_SCORE
-from leaderboard.errors import AppError
+from leaderboard.errors import AppError, invalid_request
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -52,30 +54,70 @@ class Adjustment(BaseModel):
     board: StrictStr | None = Field(None, min_length=1, max_length=64)
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+async def _body(request: Request, svc: Services, model: type[M], *, empty: bool = False) -> M:
+    """The JSON body as ``model`` whatever its Content-Type says (as for completions; curl's
+    ``-d`` sends a form type): 413 past the size limit, 400 if it is not that shape. An empty
+    body is ``{}`` where ``empty`` allows it."""
+    limit = svc.settings.max_body_bytes
+    raw = await read_limited(request.stream(), limit)
+    if not raw.strip() and empty:
+        raw = b"{}"
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise invalid_request(describe_validation(list(exc.errors()))) from None
+
+
+def _documented(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its body itself."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
 def _json(body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-@router.post("/users/{userId:userid}/ban", responses=errors(400, 401, 403, 503))
-async def ban(svc: ServicesDep, who: Admin, userId: UserId, body: Reason) -> Response:
+@router.post(
+    "/users/{userId:userid}/ban",
+    responses=errors(400, 401, 403, 413, 503),
+    openapi_extra=_documented(Reason, required=False),
+)
+async def ban(request: Request, svc: ServicesDep, who: Admin, userId: UserId) -> Response:
     """Ban a user: their completions get 403 `banned` and they leave every board, current and
     archived (a broadcast if the top 10 changes). Their data is kept for the unban."""
+    body = await _body(request, svc, Reason, empty=True)
     return _json(await svc.moderation.ban(userId, body.reason, who.sub))
 
 
-@router.delete("/users/{userId:userid}/ban", responses=errors(400, 401, 403, 503))
-async def unban(
-    svc: ServicesDep, who: Admin, userId: UserId, body: Reason | None = None
-) -> Response:
+@router.delete(
+    "/users/{userId:userid}/ban",
+    responses=errors(400, 401, 403, 413, 503),
+    openapi_extra=_documented(Reason, required=False),
+)
+async def unban(request: Request, svc: ServicesDep, who: Admin, userId: UserId) -> Response:
     """Lift a ban: the user's scores and ranks come back exactly as they were."""
-    reason = body.reason if body is not None else ""
-    return _json(await svc.moderation.unban(userId, reason, who.sub))
+    body = await _body(request, svc, Reason, empty=True)
+    return _json(await svc.moderation.unban(userId, body.reason, who.sub))
 
 
-@router.post("/users/{userId:userid}/adjustments", responses=errors(400, 401, 403, 404, 503))
-async def adjust(svc: ServicesDep, who: Admin, userId: UserId, body: Adjustment) -> Response:
+@router.post(
+    "/users/{userId:userid}/adjustments",
+    responses=errors(400, 401, 403, 404, 413, 503),
+    openapi_extra=_documented(Adjustment),
+)
+async def adjust(request: Request, svc: ServicesDep, who: Admin, userId: UserId) -> Response:
     """Add points to a user's score or take them back (on the all-time board, or the current
     season of `board`); recorded as a row of its own. Returns the new score."""
+    body = await _body(request, svc, Adjustment)
     if body.points == 0:
         raise AppError(400, "invalid_request", "points: an adjustment of 0 changes nothing")
     done = await svc.moderation.adjust(userId, body.points, body.reason, who.sub, body.board)
