@@ -214,6 +214,11 @@ def main() -> int:
         "--no-tls", action="store_true", help="skip the second run in the stack's TLS mode"
     )
     parser.add_argument(
+        "--no-archiving",
+        action="store_true",
+        help="skip the completions with WAL archiving on and off (two stacks of their own)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="after measuring, one more completion run with py-spy sampling each API process:\n"
@@ -308,6 +313,8 @@ def main() -> int:
 
     if not args.no_tls:
         results["tls"] = measure_tls(args)
+    if not args.no_archiving:
+        results["archiving"] = measure_archiving(args)
     results["ratios"] = {
         "complete_vs_pgbench": results["api_complete"]["rps"] / results["pgbench_award"]["rps"],
         "complete_vs_one_row": results["api_complete"]["rps"] / results["pgbench_one_row"]["rps"],
@@ -380,6 +387,44 @@ def measure_tls(args: argparse.Namespace) -> dict[str, Any]:
         "pgbench_award": best(pg_runs),
         "api_complete": best(api_runs),
     }
+
+
+def measure_archiving(args: argparse.Namespace) -> dict[str, Any]:
+    """Completions with WAL archiving (pgBackRest, asynchronous push to the folder
+    repository: what the stack always runs) and without (``LEADERBOARD_BACKUP_ARCHIVING=
+    false``), each on a fresh stack of its own, seeded alike, one after the other."""
+    found: dict[str, Any] = {}
+    d, warm = args.duration, max(2, args.duration // 5)
+    lua = str(HERE / "complete.lua")
+    for archiving in (True, False):
+        root = Path(tempfile.mkdtemp(prefix="lb-bench-archive-"))
+        root.chmod(0o755)
+        env = {**stack_env(root / "run"), "LEADERBOARD_BACKUP_ARCHIVING": str(archiving).lower()}
+        env["LEADERBOARD_API_WORKERS"] = str(args.workers)
+        os.environ.update(env)
+        settings = Settings()
+        stack = Stack.from_settings(settings, services=True)
+        runs = []
+        label = "on" if archiving else "off"
+        try:
+            asyncio.run(stack.start())
+            seed_scores(stack)
+            for round_ in range(args.rounds):
+                tokens = write_tokens(stack, settings, f"a{round_}", (d + warm) * 9_000)
+                print(f"archiving {label}: POST /api/action/complete, {args.connections} conn.")
+                script = [lua, str(tokens), "1"]
+                runs.append(run_wrk(stack.api_url, args.connections, d + warm, script))
+        finally:
+            stack.stop()
+            shutil.rmtree(root, ignore_errors=True)
+        found[label] = best(runs)
+    os.environ.pop("LEADERBOARD_BACKUP_ARCHIVING", None)
+    ratio = found["on"]["rps"] / found["off"]["rps"]
+    print(
+        f"archiving: {found['on']['rps']:,.0f} completions/s with it, "
+        f"{found['off']['rps']:,.0f} without: {ratio:.0%} (bar: 95%)"
+    )
+    return {**found, "ratio": ratio}
 
 
 if __name__ == "__main__":

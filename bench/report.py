@@ -45,6 +45,14 @@ def render(r: dict[str, Any]) -> str:
             f"{t['api_top10']['p50_ms']:.1f} ms | {t['api_top10']['p99_ms']:.1f} ms | "
             f"the plaintext run above | **{ratios['tls_top10_vs_plain']:.0%}** | |",
         ]
+    if "archiving" in r:
+        a = r["archiving"]
+        rows += [
+            f"| POST /api/action/complete, **WAL archiving on** (fresh stack) | "
+            f"{a['on']['rps']:,.0f} | {a['on']['p50_ms']:.1f} ms | {a['on']['p99_ms']:.1f} ms | "
+            f"the same on a fresh stack with archiving off: {a['off']['rps']:,.0f}/s | "
+            f"**{a['ratio']:.0%}** | ≥ 95% |",
+        ]
     notes = (
         f"\nMeasured by `make bench` on {s['date']} ({s['machine']}, {s['api_workers']} API "
         f"server process(es) sharing the port with SO_REUSEPORT, CPU seconds each during the "

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         description="Local stack: the folder repository of backups and archived WAL; default "
         "run_dir/backups/repo. Ignored when backup_s3_bucket is set.",
     )
+    backup_archiving: bool = Field(
+        True,
+        description="Local stack: archive the WAL to the backup repository. Off only to measure "
+        "what archiving costs (`make bench`): nothing can then be restored.",
+    )
     backup_s3_bucket: str = Field("", description="S3 bucket of the backup repository.")
     backup_s3_endpoint: str = Field(
         "", description="S3 endpoint, host[:port] (pgBackRest speaks HTTPS only)."

@@ -206,6 +206,8 @@ def _drill(settings: Settings, args: argparse.Namespace) -> int:
         from leaderboard_tools.devstack import restore_drill
 
         stack = Stack.from_settings(settings, services=True)
+        if not stack.archiving:
+            raise StackError("WAL archiving is off (LEADERBOARD_BACKUP_ARCHIVING=false)")
         result = asyncio.run(restore_drill.run_drill(stack, settings))
         print(restore_drill.report(result, args.json))
         return 0 if result.passed else 1

@@ -71,3 +71,13 @@ def test_profile_summary_counts_own_and_inclusive_samples() -> None:
     assert summary.splitlines()[0] == "40 samples; own %, inclusive %, function"
     assert "  0.0 100.0  main (a.py:1)" in summary
     assert " 75.0  75.0  write (libc.so.6)" in summary
+
+
+def test_the_archiving_row_compares_with_archiving_off_against_the_95_percent_bar() -> None:
+    def path(rps: float) -> dict[str, Any]:
+        return {"rps": rps, "p50_ms": 18.0, "p99_ms": 40.0}
+
+    table = render(run(archiving={"on": path(3040), "off": path(3200), "ratio": 0.95}))
+    row = next(line for line in table.splitlines() if "WAL archiving on" in line)
+    assert "3,040" in row and "archiving off: 3,200/s" in row
+    assert "**95%**" in row and "≥ 95%" in row

@@ -26,7 +26,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     restore.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _archiving(stack: Stack) -> None:
+    if not stack.archiving:
+        raise StackError("WAL archiving is off (LEADERBOARD_BACKUP_ARCHIVING=false)")
+
+
 def _primary(stack: Stack) -> Member:
+    _archiving(stack)
     if not stack.backups.configured:
         raise StackError("no backup repository yet: start the stack with `leaderboard up`")
     status = asyncio.run(stack.status())
@@ -53,6 +59,7 @@ def backups(settings: Settings, args: argparse.Namespace) -> int:
     """The window reaches the moment of the call when the stack runs: the current WAL segment
     is closed and archived first (``pgbackrest check``)."""
     stack = Stack.from_settings(settings, services=True)
+    _archiving(stack)
     if not stack.backups.configured:
         raise StackError("no backup repository yet: start the stack with `leaderboard up`")
     status = asyncio.run(stack.status())
@@ -80,6 +87,7 @@ def restore(settings: Settings, args: argparse.Namespace) -> int:
 
     target = parse_target(args.target_time) if args.target_time else None
     stack = Stack.from_settings(settings, services=True)
+    _archiving(stack)
     done = asyncio.run(run_restore(stack, target))
     if args.json:
         print(json.dumps(done.to_json()))

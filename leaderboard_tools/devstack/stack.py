@@ -84,8 +84,10 @@ class Stack:
         *,
         services: bool = False,
         backup_repo: Repository | None = None,
+        archiving: bool = True,
     ) -> None:
         self.run_dir = run_dir
+        self.archiving = archiving
         self.layout = layout
         self._pg_bin_dir = pg_bin_dir
         self.pg_os_user = OsUser.for_postgres()
@@ -143,6 +145,7 @@ class Stack:
             settings.pg_bin_dir,
             services=services,
             backup_repo=repository(settings, run_dir),
+            archiving=settings.backup_archiving,
         )
 
     @property
@@ -206,7 +209,7 @@ class Stack:
         self.backups.configure(self._backup_repo)
         for member in self.members:
             member.bin_dir = bin_dir
-            member.extra_options = self.backups.archive_options(member)
+            member.extra_options = self.backups.archive_options(member) if self.archiving else []
         if self.tls is not None and not self.tls.exists:
             hosts = (
                 [self.layout.host, "localhost"]
@@ -244,7 +247,8 @@ class Stack:
             primary.start()
             await self._wait_accepting(primary)
         # Idempotent; until it exists every archive-push fails (and is retried).
-        await asyncio.to_thread(self.backups.create_stanza, primary)
+        if self.archiving:
+            await asyncio.to_thread(self.backups.create_stanza, primary)
         for member in self.members:
             if member is primary:
                 continue

@@ -211,7 +211,7 @@ class LocalOperator:
         self.primary = name
         self.failovers += 1
         metrics.promoted(METRICS_CLUSTER, kind, time.time())
-        if self.stack.backups.configured:  # in the background: writes resume meanwhile
+        if self.stack.archiving and self.stack.backups.configured:  # in the background
             self._pushing = asyncio.create_task(self._push_received(name))
         self.observed.promoted()
         self.stack.update_state(primary=name)

@@ -296,3 +296,13 @@ async def test_segments_the_dead_primary_had_not_archived_are_pushed_by_its_succ
         for name in closed:
             assert list(repo.glob(f"*/*/{name}-*")), f"{name} is missing from the repository"
         assert "pushing the WAL it received failed" not in operator.events_path.read_text()
+
+
+def test_with_archiving_off_the_backup_commands_say_so_in_one_line(run_dir: Path) -> None:
+    env = {**stack_env(run_dir), "LEADERBOARD_BACKUP_ARCHIVING": "false"}
+    for command in (["backup"], ["backups"], ["restore", "--latest"], ["drill", "restore"]):
+        done = cli(*command, env=env)
+        assert done.returncode == 1, command
+        assert done.stderr.strip().splitlines() == [
+            "leaderboard: WAL archiving is off (LEADERBOARD_BACKUP_ARCHIVING=false)"
+        ], command
