@@ -8,7 +8,7 @@ synchronous candidates (:func:`remember_candidates`); a promotion starts them af
 from __future__ import annotations
 
 from leaderboard.operator.decide import Member, remember_candidates
-from leaderboard.operator.probe import Probe, Stalls
+from leaderboard.operator.probe import Archiver, Probe, Stalls
 
 
 class Observations:
@@ -18,6 +18,7 @@ class Observations:
         # May hold the newest acknowledged write (see remember_candidates).
         self.sync_candidates: frozenset[str] = frozenset()
         self.sync_streaming: frozenset[str] = frozenset()  # what the primary reports now
+        self.archiver: Archiver | None = None  # the primary's, as last probed
 
     def missed(self, name: str, *, running: bool, counted: bool = True) -> Member:
         """A probe that failed (refused, timed out, starting up). ``counted=False``: a member
@@ -41,6 +42,7 @@ class Observations:
         stalled = self.stalls.see(name, seen)
         if not seen.in_recovery and name == primary:
             self.sync_streaming = seen.sync_standbys
+            self.archiver = seen.archiver
             self.sync_candidates = remember_candidates(
                 self.sync_candidates, seen.sync_standbys, members
             )

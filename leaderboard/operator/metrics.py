@@ -8,6 +8,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 from leaderboard.operator.decide import Action, Cluster, Decision
+from leaderboard.operator.probe import Archiver
 
 DECISIONS = Counter(
     "leaderboard_operator_decisions_total",
@@ -46,6 +47,56 @@ SYNC_STANDBYS = Gauge(
 WRITABLE = Gauge(
     "leaderboard_pg_writable_primary", "1 when the recorded primary accepts writes", ["cluster"]
 )
+
+
+ARCHIVE_FAILING = Gauge(
+    "leaderboard_pg_archive_failing",
+    "1 when the primary's last WAL archive attempt failed (none succeeded since)",
+    ["cluster"],
+)
+ARCHIVE_FAILURES = Gauge(
+    "leaderboard_pg_archive_failed_count",
+    "The primary's failed archive attempts since it started (pg_stat_archiver)",
+    ["cluster"],
+)
+ARCHIVE_LAST = Gauge(
+    "leaderboard_pg_archive_last_archived_timestamp_seconds",
+    "Unix time the primary last archived a WAL segment",
+    ["cluster"],
+)
+ARCHIVE_READY = Gauge(
+    "leaderboard_pg_archive_ready_segments",
+    "WAL segments the primary holds until they are archived (16 MiB each)",
+    ["cluster"],
+)
+BACKUP_LAST = Gauge(
+    "leaderboard_backup_last_success_timestamp_seconds",
+    "Unix time the newest base backup in the repository finished",
+    ["cluster"],
+)
+BACKUP_REPOSITORY_UP = Gauge(
+    "leaderboard_backup_repository_up",
+    "1 when the backup repository answered the last check (pgbackrest info)",
+    ["cluster"],
+)
+
+
+def archiving(name: str, archiver: Archiver | None) -> None:
+    """The primary's archiver (nothing when archiving is off or no primary answered)."""
+    if archiver is None:
+        return
+    ARCHIVE_FAILING.labels(name).set(1 if archiver.failing else 0)
+    ARCHIVE_FAILURES.labels(name).set(archiver.failed_count)
+    ARCHIVE_READY.labels(name).set(archiver.ready_segments)
+    if archiver.last_archived is not None:
+        ARCHIVE_LAST.labels(name).set(archiver.last_archived)
+
+
+def backups(name: str, *, reachable: bool, last_finished: float | None) -> None:
+    """What the repository says (``pgbackrest info``)."""
+    BACKUP_REPOSITORY_UP.labels(name).set(1 if reachable else 0)
+    if last_finished is not None:
+        BACKUP_LAST.labels(name).set(last_finished)
 
 
 def start(name: str) -> None:

@@ -135,6 +135,12 @@ class Info:
     status: str  # pgBackRest's word on the stanza ("ok", "no valid backups", an error)
 
     @property
+    def usable(self) -> bool:
+        """The repository answered and holds the stanza (status codes 0 and 2; "missing
+        stanza path", "other" and the rest mean archiving cannot work either)."""
+        return self.status in ("ok", "no valid backups")
+
+    @property
     def recoverable_from(self) -> dt.datetime | None:
         """The earliest point a restore can reach: the end of the oldest backup (a backup is
         consistent only once its last WAL is replayed)."""

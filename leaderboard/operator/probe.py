@@ -18,10 +18,39 @@ SELECT pg_is_in_recovery() AS in_recovery,
        (SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming') AS upstream_port
 """
 
+# The primary's WAL archiver: what pushed, what failed, and the segments waiting (each one
+# held in pg_wal until it is archived: a failing archive fills the disk). pg_stat_archiver is
+# reset when the server restarts; the timestamps say what the counters cannot.
+ARCHIVER_SQL = """
+SELECT current_setting('archive_mode') <> 'off' AS enabled,
+       failed_count,
+       extract(epoch FROM last_archived_time) AS last_archived,
+       extract(epoch FROM last_failed_time) AS last_failed,
+       (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready') AS ready
+  FROM pg_stat_archiver
+"""
+
 REPLICATION_SQL = """
 SELECT application_name FROM pg_stat_replication
  WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')
 """
+
+
+@dataclass(frozen=True)
+class Archiver:
+    """The primary's archiver, as :data:`ARCHIVER_SQL` saw it."""
+
+    failed_count: int
+    last_archived: float | None  # Unix time
+    last_failed: float | None
+    ready_segments: int
+
+    @property
+    def failing(self) -> bool:
+        """The last attempt failed (a success since would be later)."""
+        return self.last_failed is not None and (
+            self.last_archived is None or self.last_failed > self.last_archived
+        )
 
 
 @dataclass(frozen=True)
@@ -32,6 +61,7 @@ class Probe:
     sync_names: str
     upstream_port: int | None
     sync_standbys: frozenset[str]  # primary only: standbys streaming as sync/quorum
+    archiver: Archiver | None = None  # primary only, when archive_mode is on
 
 
 async def probe(
@@ -49,8 +79,10 @@ async def probe(
             row = await conn.fetchrow(PROBE_SQL)
             assert row is not None
             standbys: frozenset[str] = frozenset()
+            archiver = None
             if not row["in_recovery"]:
                 standbys = await sync_standbys(conn)
+                archiver = await archiver_of(conn)
         finally:
             conn.terminate()
     return Probe(
@@ -60,6 +92,19 @@ async def probe(
         sync_names=row["sync_names"],
         upstream_port=row["upstream_port"],
         sync_standbys=standbys,
+        archiver=archiver,
+    )
+
+
+async def archiver_of(conn: asyncpg.Connection) -> Archiver | None:
+    row = await conn.fetchrow(ARCHIVER_SQL)
+    if row is None or not row["enabled"]:
+        return None
+    return Archiver(
+        failed_count=int(row["failed_count"]),
+        last_archived=None if row["last_archived"] is None else float(row["last_archived"]),
+        last_failed=None if row["last_failed"] is None else float(row["last_failed"]),
+        ready_segments=int(row["ready"]),
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from leaderboard import supervise
 from leaderboard.config import Settings
 from leaderboard.db.sql import literal
 from leaderboard.operator import metrics
@@ -43,6 +44,7 @@ from leaderboard_tools.devstack.stack import SYNC_STANDBYS, Stack
 log = logging.getLogger("leaderboard.operator")
 # The `cluster` label of the local stack's operator metrics (in Kubernetes: namespace/name).
 METRICS_CLUSTER = "local"
+BACKUP_CHECK_S = 30.0  # how often the repository is asked what it holds (for the metrics)
 
 
 class LocalOperator:
@@ -111,9 +113,35 @@ class LocalOperator:
 
     # -- the loop
 
+    async def watch_backups(self, every_s: float = BACKUP_CHECK_S) -> None:
+        """What the repository holds, for the metrics and alerts: the newest backup, and
+        whether the repository answers at all (``pgbackrest info``, in a thread)."""
+        while True:
+            if self.stack.archiving and self.stack.backups.configured:
+                try:
+                    info = await asyncio.to_thread(self.stack.backups.info)
+                except (StackError, OSError, ValueError) as exc:
+                    log.warning("backup repository: %s", exc)
+                    metrics.backups(METRICS_CLUSTER, reachable=False, last_finished=None)
+                else:
+                    last = max((b.finished_at for b in info.backups), default=None)
+                    metrics.backups(
+                        METRICS_CLUSTER,
+                        reachable=info.usable,
+                        last_finished=None if last is None else last.timestamp(),
+                    )
+            await asyncio.sleep(every_s)
+
     async def run(self) -> None:
         metrics.start(METRICS_CLUSTER)
         metrics.LEADER.labels(METRICS_CLUSTER).set(1)  # the local stack has one operator
+        watching = supervise.start("backup-info", self.watch_backups)
+        try:
+            await self._rounds()
+        finally:
+            watching.cancel()
+
+    async def _rounds(self) -> None:
         self.record(
             "start", None, f"watching {len(self.stack.members)} members; primary {self.primary}"
         )
@@ -135,6 +163,7 @@ class LocalOperator:
         self.read_control()
         cluster = await self.observe()
         metrics.observe(METRICS_CLUSTER, cluster)
+        metrics.archiving(METRICS_CLUSTER, self.observed.archiver)
         decision = decide(cluster)
         if decision.reason != self._last_reason or decision.action is not Action.NONE:
             log.info("%s", decision)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from leaderboard.operator import pgbackrest
 from leaderboard.operator.pgbackrest import Repository, config, parse_info
@@ -306,3 +307,43 @@ def test_with_archiving_off_the_backup_commands_say_so_in_one_line(run_dir: Path
         assert done.stderr.strip().splitlines() == [
             "leaderboard: WAL archiving is off (LEADERBOARD_BACKUP_ARCHIVING=false)"
         ], command
+
+
+def _gauge(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"cluster": "local"})
+
+
+async def test_a_repository_that_goes_away_shows_in_the_metrics_the_alerts_read() -> None:
+    async with own_cluster("lb-archfail-") as cluster:
+        operator = LocalOperator(cluster, "member0")
+        watching = asyncio.create_task(operator.watch_backups(every_s=0.1))
+        try:
+            await asyncio.to_thread(cluster.backups.backup, cluster.members[0])
+            await operator.round()
+            assert _gauge("leaderboard_pg_archive_failing") == 0
+            assert (_gauge("leaderboard_pg_archive_last_archived_timestamp_seconds") or 0) > 0
+
+            async def repository(up: float) -> bool:
+                return _gauge("leaderboard_backup_repository_up") == up
+
+            await eventually(lambda: repository(1), timeout=10)
+            assert (_gauge("leaderboard_backup_last_success_timestamp_seconds") or 0) > 0
+
+            repo = cluster.backups.dir / "repo"
+            repo.rename(repo.with_name("repo-away"))  # as a lost mount or bucket would
+            conn = await cluster.members[0].connect(cluster.superuser_password)
+            try:
+                await conn.execute("CREATE TABLE IF NOT EXISTS lost (n int)")
+                await conn.execute("INSERT INTO lost VALUES (1); SELECT pg_switch_wal()")
+            finally:
+                await conn.close()
+
+            async def failing() -> bool:
+                await operator.round()
+                return _gauge("leaderboard_pg_archive_failing") == 1
+
+            await eventually(failing, timeout=60, interval=0.2)
+            await eventually(lambda: repository(0), timeout=10)
+            assert (_gauge("leaderboard_pg_archive_ready_segments") or 0) >= 1
+        finally:
+            watching.cancel()

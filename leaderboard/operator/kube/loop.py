@@ -112,6 +112,7 @@ class KubeOperator(Act):
             switchover_to=spec.get("switchoverTo") or None,
         )
         metrics.observe(self.key, cluster)
+        metrics.archiving(self.key, self.observed.archiver)
         decision = decide(cluster)
         if decision.reason != self._last_reason:
             log.info("%s: %s", self.key, decision)
