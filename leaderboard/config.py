@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     db_timeout_s: float = Field(
         3.0, gt=0, le=60, description="Bound on one database call (connect, acquire, query)."
     )
+    db_write_hold_s: float = Field(
+        4.0,
+        ge=0,
+        le=60,
+        description="How long a completion waits for a writable primary (a switchover, a "
+        "failover) before it answers 503; 0: answer 503 at once.",
+    )
     db_startup_timeout_s: float = Field(
         60.0, gt=0, description="How long a starting API waits for a writable primary."
     )

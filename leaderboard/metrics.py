@@ -22,6 +22,10 @@ POINTS = Counter("leaderboard_points_awarded_total", "Points awarded by committe
 REJECTED = Counter(
     "leaderboard_completions_rejected_total", "Completions refused, by error code", ["code"]
 )
+WRITES_HELD = Counter(
+    "leaderboard_writes_held_total",
+    "Award attempts that found no writable primary and waited to try again",
+)
 ADMIN_ACTIONS = Counter(
     "leaderboard_admin_actions_total",
     "Admin API actions done (ban, unban, adjust, erase, export)",

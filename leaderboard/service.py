@@ -30,8 +30,8 @@ from leaderboard.cache.pipe import RedisPipe
 from leaderboard.cache.ranking import NOT_READY, Ranking, RankingRangeError, Recorded
 from leaderboard.cache.ratelimit import Decision, LocalRateLimiter, RedisRateLimiter
 from leaderboard.catalog import Catalog
-from leaderboard.db import scores
-from leaderboard.db.awards import AwardBatcher, Completion
+from leaderboard.db import awards, scores
+from leaderboard.db.awards import Award, AwardBatcher, Completion
 from leaderboard.db.pool import Database, DatabaseUnavailable
 from leaderboard.errors import AppError, unavailable
 from leaderboard.reconcile import Reconciler
@@ -91,8 +91,10 @@ class Leaderboard:
         award_batches: int = 2,
         reconcile_interval_s: float = 5.0,
         reconcile_lag_s: float = 10.0,
+        write_hold_s: float = 0.0,
     ) -> None:
         self.db = db
+        self.write_hold_s = write_hold_s
         self.awards = AwardBatcher(db, max_batches=award_batches)
         self.client = client
         self.catalog = catalog
@@ -175,13 +177,10 @@ class Leaderboard:
         problem = action.check_data(data)
         if problem is not None:
             raise _rejected(400, "invalid_action_data", problem)
-        try:
-            result = await self.awards.award(
-                Completion(user_id, action_id, orjson.dumps(data).decode(), request_id)
-            )
-        except DatabaseUnavailable as exc:
-            self.repair.outcome_unknown(user_id, action_id)  # it may still commit
-            raise _unavailable("the database") from exc
+        completion = Completion(user_id, action_id, orjson.dumps(data).decode(), request_id)
+        result = await self._award(completion)
+        if isinstance(result, Completed):
+            return result
         if not result.known_action:  # in our catalog file but not active in the database
             raise _rejected(400, "unknown_action", f"there is no action {action_id!r}")
         if result.blocked:  # banned or erased: never ranked, whatever the award did
@@ -202,6 +201,41 @@ class Leaderboard:
         if recorded is not None and recorded.ranking_ready:
             rank = recorded.rank  # a rank from an incomplete sorted set would be wrong
         return Completed(user_id, action_id, result.awarded, result.score, rank)
+
+    async def _award(self, completion: Completion) -> Award | Completed:
+        """The award, held while no primary takes writes (a switchover, a failover) for up to
+        ``write_hold_s``, then 503. A retry first asks whether the attempt before it committed
+        after all (its outcome was unknown): if so it answers with that completion, so a held
+        request is counted once and told so."""
+        deadline = time.monotonic() + self.write_hold_s
+        attempt = 0
+        while True:
+            try:
+                if attempt:
+                    done = await self._committed(completion)
+                    if done is not None:
+                        return done
+                return await self.awards.award(completion)
+            except DatabaseUnavailable as exc:
+                attempt += 1
+                pause = min(0.05 * attempt, 0.25)
+                if time.monotonic() + pause >= deadline:
+                    self.repair.outcome_unknown(completion.user_id, completion.action_id)
+                    raise _unavailable("the database") from exc
+                metrics.WRITES_HELD.inc()
+                await asyncio.sleep(pause)
+
+    async def _committed(self, completion: Completion) -> Completed | None:
+        found = await awards.by_request(
+            self.db, completion.user_id, completion.action_id, completion.request_id
+        )
+        if found is None:
+            return None
+        points, score = found
+        standings = await scores.standings(self.db, users=[completion.user_id])
+        recorded = await self.record(completion.user_id, standings.get(completion.user_id, []))
+        rank = recorded.rank if recorded is not None and recorded.ranking_ready else None
+        return Completed(completion.user_id, completion.action_id, points, score, rank)
 
     async def record(self, user_id: str, updates: list[Standing]) -> Recorded | None:
         """Standing the Redis rankings after the commit (None if Redis cannot take it)."""

@@ -49,6 +49,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> di
         help='space-separated scopes, e.g. "admin" or "server" (local development key only)',
     )
 
+    roll = sub.add_parser(
+        "rollout", help="restart every member, replicas first, the primary last (switchover)"
+    )
+    roll.add_argument("--json", action="store_true", help="print one JSON object")
+
     sub.add_parser("pause", help="the operator observes but takes no action")
     sub.add_parser("resume", help="the operator acts again")
     switch = sub.add_parser("switchover", help="planned switchover to a synchronous replica")
@@ -174,6 +179,15 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollout(settings: Settings, args: argparse.Namespace) -> int:
+    from leaderboard_tools.operator.rollout import report, run_rollout
+
+    stack = Stack.from_settings(settings, services=True)
+    result = asyncio.run(run_rollout(stack, settings))
+    print(report(result, args.json))
+    return 0 if result.passed else 1
+
+
 def _pause(settings: Settings, args: argparse.Namespace) -> int:
     from leaderboard_tools.operator.local import write_control
 
@@ -283,6 +297,7 @@ _COMMANDS = {
     "pause": _pause,
     "resume": _pause,
     "switchover": _switchover,
+    "rollout": _rollout,
     "backup": backup_commands.backup,
     "backups": backup_commands.backups,
     "restore": backup_commands.restore,

@@ -75,6 +75,7 @@ class Services:
             award_batches=settings.db_award_batches,
             reconcile_interval_s=settings.reconcile_interval_s,
             reconcile_lag_s=settings.reconcile_lag_s,
+            write_hold_s=settings.db_write_hold_s,
         )
         await board.start()
         # An erasure waits for statements older than its block: at most one statement's time.

@@ -207,6 +207,22 @@ async def committed(db: Database, completions: list[tuple[str, str]]) -> list[tu
     return [(r["user_id"], r["action_id"]) for r in rows]
 
 
+async def by_request(
+    db: Database, user_id: str, action_id: str, request_id: str
+) -> tuple[int, int] | None:
+    """(points, the user's score now) if this request's completion committed: an attempt
+    whose outcome was unknown may have, and a retry of it must answer as it would have."""
+    row = await db.fetchrow(
+        "SELECT c.points, s.score FROM completions c JOIN scores s USING (user_id)"
+        " WHERE c.user_id = $1 AND c.action_id = $2 AND c.request_id = $3"
+        " ORDER BY c.id DESC LIMIT 1",
+        user_id,
+        action_id,
+        request_id,
+    )
+    return None if row is None else (int(row["points"]), int(row["score"]))
+
+
 # A completion, the future its caller awaits, and when it was queued (time.monotonic()).
 _Pending = tuple[Completion, "asyncio.Future[Award]", float]
 

@@ -68,6 +68,7 @@ class LocalOperator:
         self.failovers = 0
         self.paused = False
         self.switchover_to: str | None = None
+        self.rollout: str | None = None  # the id of a rollout asked for (leaderboard rollout)
         self._last_reason: str | None = None
         self._pushing: asyncio.Task[None] | None = None  # the received WAL, after a promotion
 
@@ -177,6 +178,24 @@ class LocalOperator:
             except (StackError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("%s failed: %s", decision.action.value, exc)
                 self.record("error", decision.target, f"{decision.action.value} failed: {exc}")
+        elif self.rollout is not None and not self.paused:  # a healthy cluster only
+            await self._roll(self.rollout)
+
+    async def _roll(self, rollout: str) -> None:
+        from leaderboard_tools.operator.rollout import roll
+
+        self.record("rollout", None, "rollout: replicas first, the primary last", rollout=rollout)
+        try:
+            restarted = await roll(self)
+        except (StackError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            self.record("rollout-failed", None, f"rollout stopped: {exc}", rollout=rollout)
+        else:
+            self.record(
+                "rollout-done", None, f"restarted {', '.join(restarted)}",
+                rollout=rollout, restarted=restarted,
+            )  # fmt: skip
+        write_control(self.stack.run_dir, rollout=None)
+        self.rollout = None
 
     @property
     def control_path(self) -> Path:
@@ -195,6 +214,8 @@ class LocalOperator:
             write_control(self.stack.run_dir, adopt_primary=None)
         wanted = control.get("switchover_to")
         self.switchover_to = wanted if isinstance(wanted, str) and wanted != self.primary else None
+        rollout = control.get("rollout")
+        self.rollout = rollout if isinstance(rollout, str) else None
 
     def record(self, action: str, target: str | None, reason: str, **extra: Any) -> None:
         event = {"ts": time.time(), "action": action, "target": target, "reason": reason, **extra}
