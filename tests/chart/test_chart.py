@@ -296,3 +296,42 @@ def used_metric_names() -> set[str]:
             text += " " + " ".join(t["expr"] for t in panel["targets"])
     names = set(re.findall(r"\bleaderboard_[a-z0-9_]+", text))
     return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
+
+
+def test_the_connection_budget_holds_at_the_autoscalers_maximum(chart: Chart) -> None:
+    docs = render(chart, {"api": {"autoscaling": {"maxReplicas": 10}}})
+    api = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-api")
+    )
+    env = {
+        e["name"]: e.get("value") for e in api["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    pool, workers = int(env["LEADERBOARD_DB_POOL_MAX"]), int(env["LEADERBOARD_API_WORKERS"])
+    conf = (ROOT / "leaderboard" / "operator" / "pg-cluster.conf").read_text()
+    limit = int(re.search(r"^max_connections\s*=\s*(\d+)", conf, re.M).group(1))  # type: ignore[union-attr]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["postgres"]
+    assert values["maxConnections"] == limit  # the value the check uses is the server's
+    assert 10 * workers * pool <= limit - values["reservedConnections"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"api": {"autoscaling": {"maxReplicas": 20}}},
+        {"api": {"dbPoolMax": 32}},
+        {"api": {"autoscaling": {"enabled": False}, "replicas": 12}},
+        {"postgres": {"external": {"uri": "postgresql://a@b/c", "maxConnections": 50}}},
+    ],
+)
+def test_a_render_that_overflows_the_database_is_refused_in_one_line(
+    chart: Chart, values: dict[str, Any]
+) -> None:
+    with pytest.raises(helm_python.HelmError) as refused:
+        render(chart, values)
+    message = str(refused.value)
+    assert "connection budget:" in message and "api.dbPoolMax" in message
+
+
+def test_an_external_database_of_unknown_limit_is_not_checked(chart: Chart) -> None:
+    docs = render(chart, {"postgres": {"external": {"uri": "postgresql://a@b/c"}}})
+    assert any(d["kind"] == "Deployment" for d in docs)

@@ -181,3 +181,23 @@ topologySpreadConstraints:
 {{- randAlphaNum 32 -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The connection budget: the most API pods the autoscaler may run, times workers, times each
+worker's pool, must fit in what the database leaves the API. One clear line otherwise.
+*/}}
+{{- define "lb.connectionBudget" -}}
+{{- $api := .Values.api -}}
+{{- $pods := int $api.replicas -}}
+{{- if $api.autoscaling.enabled }}{{ $pods = max $pods (int $api.autoscaling.maxReplicas) }}{{ end -}}
+{{- $need := mul $pods (int $api.workers) (int $api.dbPoolMax) -}}
+{{- $limit := 0 -}}
+{{- if include "lb.managedPostgres" . -}}
+{{- $limit = sub (int .Values.postgres.maxConnections) (int .Values.postgres.reservedConnections) -}}
+{{- else if gt (int .Values.postgres.external.maxConnections) 0 -}}
+{{- $limit = int .Values.postgres.external.maxConnections -}}
+{{- end -}}
+{{- if and (gt $limit 0) (gt $need $limit) -}}
+{{- fail (printf "connection budget: %d API pods x %d workers x %d connections (api.dbPoolMax) = %d, more than the %d the database leaves the API; lower api.dbPoolMax or api.autoscaling.maxReplicas, or raise postgres.maxConnections" $pods (int $api.workers) (int $api.dbPoolMax) $need $limit) -}}
+{{- end -}}
+{{- end -}}
