@@ -335,3 +335,26 @@ def test_a_render_that_overflows_the_database_is_refused_in_one_line(
 def test_an_external_database_of_unknown_limit_is_not_checked(chart: Chart) -> None:
     docs = render(chart, {"postgres": {"external": {"uri": "postgresql://a@b/c"}}})
     assert any(d["kind"] == "Deployment" for d in docs)
+
+
+def test_members_operator_and_redis_have_disruption_budgets(chart: Chart) -> None:
+    docs = render(chart, {})
+    budgets = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+    workloads = {
+        d["metadata"]["name"]: d["spec"]["selector"]["matchLabels"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+    for name, selector in workloads.items():
+        assert name in budgets, f"{name} has no PodDisruptionBudget"
+        assert budgets[name]["selector"]["matchLabels"] == selector
+    members = next(n for n in workloads if n.endswith("-pg"))
+    # Never two members at once: the primary and its synchronous standby stay together.
+    assert budgets[members] == {**budgets[members], "maxUnavailable": 1}
+    held = render(chart, {"redis": {"pdb": {"minAvailable": 1}}})
+    redis = next(
+        d
+        for d in held
+        if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("-redis")
+    )
+    assert redis["spec"]["minAvailable"] == 1 and "maxUnavailable" not in redis["spec"]
