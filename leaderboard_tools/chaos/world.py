@@ -190,7 +190,15 @@ class World:
             return False
         finally:
             conn.terminate()
-        if not {m.name for m in stack.members} - {primary.name} <= streaming:
+        others = {m.name for m in stack.members} - {primary.name}
+        if not others <= streaming:
+            return False
+        # ... and the operator knows it: until its probes have seen them synchronous since the
+        # last promotion, it would wait for a hung primary rather than promote.
+        events = self.events()
+        promoted = max((e["ts"] for e in events if e["action"] == "promoted"), default=0.0)
+        known = [e for e in events if e["action"] == "candidates" and e["ts"] >= promoted]
+        if not known or not others <= set(known[-1].get("candidates", [])):
             return False
         for component in stack.components:
             try:

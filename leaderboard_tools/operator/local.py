@@ -69,6 +69,7 @@ class LocalOperator:
         self.paused = False
         self.switchover_to: str | None = None
         self.rollout: str | None = None  # the id of a rollout asked for (leaderboard rollout)
+        self._candidates: frozenset[str] | None = None  # as last recorded
         self._last_reason: str | None = None
         self._pushing: asyncio.Task[None] | None = None  # the received WAL, after a promotion
 
@@ -163,6 +164,14 @@ class LocalOperator:
     async def round(self) -> None:
         self.read_control()
         cluster = await self.observe()
+        if self.observed.sync_candidates != self._candidates:
+            # Who may take over if the primary fails now (none: it would be waited for).
+            self._candidates = self.observed.sync_candidates
+            names = sorted(self._candidates)
+            self.record(
+                "candidates", None, f"may take over: {', '.join(names) or 'none'}",
+                candidates=names,
+            )  # fmt: skip
         metrics.observe(METRICS_CLUSTER, cluster)
         metrics.archiving(METRICS_CLUSTER, self.observed.archiver)
         decision = decide(cluster)
@@ -179,23 +188,10 @@ class LocalOperator:
                 log.warning("%s failed: %s", decision.action.value, exc)
                 self.record("error", decision.target, f"{decision.action.value} failed: {exc}")
         elif self.rollout is not None and not self.paused:  # a healthy cluster only
-            await self._roll(self.rollout)
+            from leaderboard_tools.operator.rollout import requested
 
-    async def _roll(self, rollout: str) -> None:
-        from leaderboard_tools.operator.rollout import roll
-
-        self.record("rollout", None, "rollout: replicas first, the primary last", rollout=rollout)
-        try:
-            restarted = await roll(self)
-        except (StackError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            self.record("rollout-failed", None, f"rollout stopped: {exc}", rollout=rollout)
-        else:
-            self.record(
-                "rollout-done", None, f"restarted {', '.join(restarted)}",
-                rollout=rollout, restarted=restarted,
-            )  # fmt: skip
-        write_control(self.stack.run_dir, rollout=None)
-        self.rollout = None
+            await requested(self, self.rollout)
+            self.rollout = None
 
     @property
     def control_path(self) -> Path:

@@ -17,6 +17,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
+
 from leaderboard.config import Settings
 from leaderboard.operator.probe import probe
 from leaderboard_tools.devstack.process import StackError
@@ -27,6 +29,23 @@ if TYPE_CHECKING:
     from leaderboard_tools.operator.local import LocalOperator
 
 STREAMING_TIMEOUT_S = 60.0
+
+
+async def requested(operator: LocalOperator, rollout: str) -> None:
+    """The rollout ``leaderboard rollout`` asked for, its end recorded with its id."""
+    from leaderboard_tools.operator.local import write_control
+
+    operator.record("rollout", None, "rollout: replicas first, the primary last", rollout=rollout)
+    try:
+        restarted = await roll(operator)
+    except (StackError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        operator.record("rollout-failed", None, f"rollout stopped: {exc}", rollout=rollout)
+    else:
+        operator.record(
+            "rollout-done", None, f"restarted {', '.join(restarted)}",
+            rollout=rollout, restarted=restarted,
+        )  # fmt: skip
+    write_control(operator.stack.run_dir, rollout=None)
 
 
 async def roll(operator: LocalOperator) -> list[str]:
