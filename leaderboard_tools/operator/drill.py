@@ -21,6 +21,7 @@ standby (``standby``: with durability "required" writes wait until it is back), 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import random
@@ -186,10 +187,14 @@ class LocalTarget:
         return {r["user_id"] for r in rows}
 
 
-async def _wait(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+async def wait_until_true(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` (plain or async) until it holds; False past ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await predicate():
+        held = predicate()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
             return True
         await asyncio.sleep(interval)
     return False
@@ -203,7 +208,7 @@ async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillR
     if fault == "standby":
         victim = next(name for name, role in roles.items() if role == "replica")
     async with Load(await target.api_url(), settings) as load:
-        if not await _wait(lambda: _true(len(load.acks) >= 20), 15):
+        if not await wait_until_true(lambda: len(load.acks) >= 20, 15):
             raise RuntimeError("the API acknowledges no writes before the fault")
         fault_at = time.time()
         await target.inject(fault, victim)
@@ -213,13 +218,13 @@ async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillR
             return "promoted" in await target.decisions(fault_at)
 
         if fault != "standby":
-            await _wait(promoted, 60, interval=0.1)
+            await wait_until_true(promoted, 60, interval=0.1)
         await target.heal(fault, victim)
 
         async def written_after() -> bool:
             return any(sent > landed for _, sent, _ in load.acks)
 
-        await _wait(written_after, 60)
+        await wait_until_true(written_after, 60)
         await asyncio.sleep(1.0)  # a little steady state after recovery
 
     decided = await target.decisions(fault_at)
@@ -228,7 +233,7 @@ async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillR
         return (await target.members())[1].get(victim) == "replica"
 
     rejoined_s = None
-    if await _wait(rejoined, 30, interval=0.2):
+    if await wait_until_true(rejoined, 30, interval=0.2):
         rejoined_s = round(time.time() - fault_at, 3)
     new: str | None = None
 
@@ -238,7 +243,7 @@ async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillR
         return new is not None
 
     lost = demoted = None
-    if await _wait(primary_answers, 30, interval=0.2):
+    if await wait_until_true(primary_answers, 30, interval=0.2):
         assert new is not None
         found = await target.stored(new, [u for u, _, _ in load.acks])
         missing = [ack for u, _, ack in load.acks if u not in found]
@@ -259,10 +264,6 @@ async def drill_once(target: Target, settings: Settings, fault: Fault) -> DrillR
         fault_at=fault_at,
         timeline=timeline(load, fault_at),
     )
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 def _downtime(load: Load, fault_at: float, landed: float) -> float | None:

@@ -23,7 +23,7 @@ from leaderboard.config import Settings
 from leaderboard.operator.probe import probe
 from leaderboard_tools.devstack.process import StackError
 from leaderboard_tools.devstack.stack import Stack
-from leaderboard_tools.operator.drill import Load, LocalTarget
+from leaderboard_tools.operator.drill import Load, LocalTarget, wait_until_true
 
 if TYPE_CHECKING:
     from leaderboard_tools.operator.local import LocalOperator
@@ -142,13 +142,13 @@ async def run_rollout(stack: Stack, settings: Settings, writers: int = 8) -> Rol
     rollout = uuid.uuid4().hex[:8]
     events = stack.run_dir / "operator.jsonl"
     async with Load(await target.api_url(), settings, writers) as load:
-        if not await _until(lambda: len(load.acks) >= 20, 15):
+        if not await wait_until_true(lambda: len(load.acks) >= 20, 15):
             raise StackError("the API acknowledges no writes before the rollout")
         started = time.time()
         write_control(stack.run_dir, rollout=rollout)
-        done = await _until(lambda: _ended(events, rollout) is not None, 300, interval=0.1)
+        done = await wait_until_true(lambda: _ended(events, rollout) is not None, 300, interval=0.1)
         ended = time.time()
-        await _until(lambda: any(sent > ended for _, sent, _ in load.acks), 30)
+        await wait_until_true(lambda: any(sent > ended for _, sent, _ in load.acks), 30)
         await asyncio.sleep(0.5)  # a little steady state after it
     outcome = _ended(events, rollout) if done else {"error": "no answer from the operator"}
     assert outcome is not None
@@ -193,15 +193,6 @@ def _longest_pause(load: Load, start: float, end: float) -> float:
     times = sorted(ack for _, _, ack in load.acks if start <= ack <= end)
     marks = [start, *times, end]
     return round(max(b - a for a, b in itertools.pairwise(marks)), 3)
-
-
-async def _until(check: Any, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(interval)
-    return False
 
 
 def report(result: RolloutResult, as_json: bool) -> str:
