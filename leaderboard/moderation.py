@@ -4,9 +4,11 @@ and then brings every Redis ranking and broadcast in line, as a completion does.
 Order matters against concurrent completions. A ban or an erasure blocks the user in Redis
 *after* the commit, and the block both removes them and keeps later records of them out (the
 update script checks the blocked set): a completion committed before the ban and recorded
-after it cannot bring them back. An unban or an adjustment sets the user's standings exactly
-from PostgreSQL after its commit. If Redis fails after a commit, the board is rebuilt from
-PostgreSQL (which holds the truth) as after any lost record.
+after it cannot bring them back. An unban or an adjustment sets the user's standings from
+PostgreSQL after its commit; they are newer than any standing of a completion committed before
+the action (PostgreSQL takes the tie-break seq under the row lock), so such a completion,
+recorded late, cannot undo an adjustment that took points back. If Redis misses an adjustment
+after its commit, the rankings are rebuilt as after any lost record.
 """
 
 from __future__ import annotations
@@ -134,9 +136,12 @@ class Moderation:
             await self.board.ranking.set_standings(user_id, standings, boards)
         except _SET_ERRORS as exc:
             if recorded is None:  # not repeatable (an adjustment): PostgreSQL has it
+                # As for a missed completion: the rankings are rebuilt once Redis answers
+                # (the adjustment's standing is the newer one, so a rebuild sets it even when
+                # it took points back), and the reconciliation checks it meanwhile.
                 log.warning("redis missed a moderation action (%s)", exc)
-                for board in boards:
-                    self.board.schedule_rebuild(board)
+                metrics.REDIS_FALLBACKS.labels("moderation").inc()
+                self.board.repair.stale = True
             else:
                 self._lost(exc, recorded)
         self.board.forget_top()

@@ -1,5 +1,5 @@
-"""The reconciliation: every completion is checked against the Redis rankings once, a few
-seconds after it was written, by one API process at a time.
+"""The reconciliation: every completion and every admin adjustment is checked against the Redis
+rankings once, a few seconds after it was written, by one API process at a time.
 
 The other repairs each follow a failure that some process saw: a missed record (rebuild), an
 award with an unknown outcome, a predecessor killed mid-request (catch-up at start). This one
@@ -14,8 +14,11 @@ How, cheaply: completions have an increasing id. Each round notes the largest id
 (``max(id)``, one index probe); ``lag_s`` later every id up to that note was assigned at least
 ``lag_s`` ago, so its transaction has ended unless it lasted longer than that. The round
 checks the completions between the shared watermark (``Keys.reconciled``) and that note: their
-users' standings in PostgreSQL against the rankings, recording what the rankings lack. Each
-completion is read once (ids are in the primary key's order), whichever process checks it.
+users' standings in PostgreSQL against the rankings, recording what the rankings lack or hold
+an older standing of. Each completion is read once (ids are in the primary key's order),
+whichever process checks it. Adjustments the same way, with a watermark of their own: an
+adjustment that Redis missed, or whose process died before its Redis step, has a newer standing
+than the ranking's (a lower score, if it took points back), which the record then sets.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass, field
 
 from leaderboard import metrics
 from leaderboard.cache.lock import Lease
@@ -40,6 +44,16 @@ return 1
 """
 
 
+@dataclass
+class _Stream:
+    """Rows with increasing ids whose users' standings are checked: completions, adjustments."""
+
+    table: str
+    watermark: str  # Redis key: the last id checked
+    # (monotonic time, largest id visible then), oldest first.
+    notes: deque[tuple[float, int]] = field(default_factory=deque)
+
+
 class Reconciler:
     def __init__(
         self, repair: Repair, *, interval_s: float, lag_s: float, batch: int = 20_000
@@ -47,13 +61,15 @@ class Reconciler:
         self.repair = repair
         self.interval_s = interval_s
         self.lag_s = lag_s
-        self.batch = batch  # completions checked per round at most (the rest: next round)
+        self.batch = batch  # rows checked per round and stream at most (the rest: next round)
         client = repair.ranking.client
         self.keys = repair.ranking.keys
         self._advance = client.register_script(_ADVANCE)
         self._lease = Lease(client, self.keys.reconcile_lock, ttl_s=max(30.0, 3 * interval_s))
-        # (monotonic time, largest completion id visible then), oldest first.
-        self._notes: deque[tuple[float, int]] = deque()
+        self._streams = (
+            _Stream("completions", self.keys.reconciled),
+            _Stream("adjustments", self.keys.reconciled_adjustments),
+        )
 
     async def run(self) -> None:
         while True:
@@ -66,36 +82,44 @@ class Reconciler:
     async def round(self, now: float | None = None) -> int:
         """One round (``now``: the monotonic clock, for tests); how many users were recorded."""
         now = time.monotonic() if now is None else now
-        row = await self.repair.db.fetchrow("SELECT coalesce(max(id), 0) AS id FROM completions")
-        assert row is not None
-        newest = int(row["id"])
-        self._notes.append((now, newest))
-        # The newest note at least lag_s old is the bound; older ones are of no more use.
-        while len(self._notes) > 1 and self._notes[1][0] <= now - self.lag_s:
-            self._notes.popleft()
-        noted_at, upto = self._notes[0]
-        if noted_at > now - self.lag_s:
-            return 0  # this process has not been up for lag_s yet
-        if not await self._lease.acquire():
-            return 0  # another process is at it
+        bounds = []
+        for stream in self._streams:
+            row = await self.repair.db.fetchrow(
+                f"SELECT coalesce(max(id), 0) AS id FROM {stream.table}"  # noqa: S608 - constant
+            )
+            assert row is not None
+            newest = int(row["id"])
+            stream.notes.append((now, newest))
+            # The newest note at least lag_s old is the bound; older ones are of no more use.
+            while len(stream.notes) > 1 and stream.notes[1][0] <= now - self.lag_s:
+                stream.notes.popleft()
+            noted_at, upto = stream.notes[0]
+            if noted_at <= now - self.lag_s:  # else this process has not been up for lag_s
+                bounds.append((stream, upto, newest))
+        if not bounds or not await self._lease.acquire():
+            return 0  # nothing old enough yet, or another process is at it
         try:
-            return await self._check_until(upto, newest)
+            recorded = 0
+            for stream, upto, newest in bounds:
+                recorded += await self._check_until(stream, upto, newest)
+            return recorded
         finally:
             await self._lease.release()
 
-    async def _check_until(self, upto: int, newest: int) -> int:
+    async def _check_until(self, stream: _Stream, upto: int, newest: int) -> int:
         client = self.repair.ranking.client
-        raw = await client.get(self.keys.reconciled)
+        raw = await client.get(stream.watermark)
         checked = None if raw is None else int(raw)
         if checked is None or checked > newest:
             # First round ever, Redis lost the watermark (and with it the rankings, which are
             # rebuilt whole), or PostgreSQL was replaced by an older copy: start here.
-            await client.set(self.keys.reconciled, upto)
+            await client.set(stream.watermark, upto)
             return 0
         if checked >= upto:
             return 0
         rows = await self.repair.db.fetch(
-            "SELECT id, user_id FROM completions WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+            f"SELECT id, user_id FROM {stream.table}"  # noqa: S608 - constant
+            " WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
             checked,
             upto,
             self.batch,
@@ -106,13 +130,15 @@ class Reconciler:
         if users:
             found = await scores.standings(self.repair.db, users=users)
             recorded = await self.repair.record_lacking(found, "reconcile")
-        await self._advance(keys=[self.keys.reconciled], args=[reached])
-        metrics.RECONCILED.inc(len(rows))
-        metrics.RECONCILE_BEHIND.set(upto - reached)
+        await self._advance(keys=[stream.watermark], args=[reached])
+        if stream.table == "completions":
+            metrics.RECONCILED.inc(len(rows))
+            metrics.RECONCILE_BEHIND.set(upto - reached)
         if recorded:
             log.warning(
-                "reconciliation: recorded %d users the rankings lacked (completions %d-%d)",
+                "reconciliation: recorded %d users the rankings lacked (%s %d-%d)",
                 recorded,
+                stream.table,
                 checked + 1,
                 reached,
             )

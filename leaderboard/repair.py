@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from leaderboard import metrics
 from leaderboard.cache.errors import REDIS_ERRORS
-from leaderboard.cache.ranking import Ranking, RankingRangeError, encode
+from leaderboard.cache.ranking import Ranking, RankingRangeError, encode, reached_seq
 from leaderboard.db import scores
 from leaderboard.db.awards import committed
 from leaderboard.db.pool import Database, DatabaseUnavailable
@@ -109,8 +109,8 @@ class Repair:
     # -- recording what the rankings lack
 
     async def record_lacking(self, found: dict[str, list[Standing]], via: str) -> int:
-        """Record the standings of ``found`` that the rankings lack or hold lower (idempotent:
-        the update keeps the higher entry); how many users were recorded."""
+        """Record the standings of ``found`` that the rankings lack or hold older ones of
+        (idempotent: the update keeps the newest); how many users were recorded."""
         by_board: dict[str, list[tuple[str, Standing]]] = {}
         for user, updates in found.items():
             for update in updates:
@@ -163,7 +163,7 @@ class Repair:
             del self._uncertain[key]
             metrics.UNCERTAIN.labels("committed").inc()
         for user, updates in standing.items():
-            # ZADD GT: if a later completion already recorded a higher score, a no-op.
+            # If a later completion was recorded already (a newer standing), a no-op.
             await self.record(user, updates)
         expired = time.monotonic() - UNCERTAIN_TTL_S
         for key in [k for k, at in self._uncertain.items() if at < expired]:
@@ -198,8 +198,15 @@ class Repair:
 
 
 def _behind(composite: float | None, update: Standing) -> bool:
-    """Whether a ranking entry (None: absent) is below PostgreSQL's standing."""
+    """Whether a ranking entry (None: absent) is older than PostgreSQL's standing (a lower
+    ``reached_seq``: the score may be higher, after an adjustment took points back)."""
     try:
-        return composite is None or int(composite) < encode(update.score, update.reached_seq)
+        wanted = encode(update.score, update.reached_seq)
     except RankingRangeError:
         return False  # never recorded either: the write path logs it
+    if composite is None:
+        return True
+    held = reached_seq(composite)
+    if held != update.reached_seq:
+        return held < update.reached_seq
+    return int(composite) < wanted

@@ -35,9 +35,10 @@ return 1
 
 # KEYS: scores, top10.  ARGV: season, epoch.  The end of a rebuild: the ranking is complete
 # if the sorted set still holds that season in that generation (1). A later generation: 0,
-# and the caller rebuilds again (the entries stay: written with ZADD GT from PostgreSQL's
-# rows, they are never above PostgreSQL). Another season (a reset came in between, and the
-# rebuild may have added the old season's entries): the set is emptied, incomplete (-1).
+# and the caller rebuilds again (the entries stay: written from PostgreSQL's rows, newest
+# standing winning, they are never ahead of PostgreSQL). Another season (a reset came in
+# between, and the rebuild may have added the old season's entries): the set is emptied,
+# incomplete (-1).
 _COMPLETE = """
 if tonumber(redis.call('HGET', KEYS[2], 'season') or '0') ~= tonumber(ARGV[1]) then
   redis.call('DEL', KEYS[1])

@@ -65,6 +65,11 @@ class Keys:
         return f"{self.prefix}leaderboard:reconciled"
 
     @property
+    def reconciled_adjustments(self) -> str:
+        """String: the id of the last admin adjustment the reconciliation checked."""
+        return f"{self.prefix}leaderboard:reconciled-adjustments"
+
+    @property
     def reconcile_lock(self) -> str:
         return f"{self.prefix}leaderboard:reconcile-lock"
 

@@ -4,7 +4,7 @@ work that one API process does for all of them: a board's rebuild, the reconcili
 Only the holder renews or releases it (the token is checked in a script), and it expires by
 itself: a process that dies holding it delays the work by ``ttl_s`` at most. It is a lease,
 not a mutex: everything done under it must stay correct if two holders overlap (ranking
-writes are ``ZADD GT``, and readiness is decided by the ranking's generation)."""
+writes keep the newest standing, and readiness is decided by the ranking's generation)."""
 
 from __future__ import annotations
 

@@ -14,9 +14,15 @@ Top-10 change detection is a single Lua script (atomic in Redis): update the use
 the top 10, compare its membership (the set of user ids, not their scores or order) with the
 last published one and, only if it changed, bump ``seq``, store and publish the new message.
 Concurrent completions therefore give no missed and no duplicate broadcasts. Most completions
-cannot change the membership (scores only rise, so only a user entering the top 10 changes
-it): when the ranking is complete and its top 10 published, the script compares the user's
-rank before and after instead of reading and comparing the top 10.
+cannot change the membership (only a user entering or leaving the top 10 changes it): when the
+ranking is complete and its top 10 published, the script compares the user's rank before and
+after instead of reading and comparing the top 10.
+
+Every write of an entry (a completion's record, a rebuild's batch, the repairs, an admin's
+adjustment) keeps the newest standing: the one with the higher ``reached_seq``, which
+PostgreSQL takes while the row is locked, so that it follows commit order per user and board.
+Scores may then go down (an adjustment taking points back) and a standing read or recorded late
+never overwrites a newer one (``ranking_scripts.PUT``).
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ def encode(score: int, reached_seq: int) -> int:
 
 def decode(composite: bytes | str | float) -> int:
     return int(float(composite)) >> SEQ_BITS
+
+
+def reached_seq(composite: bytes | str | float) -> int:
+    return MAX_SEQ - (int(float(composite)) & MAX_SEQ)
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ class Ranking:
         make = scripts or client.register_script
         self._update = make(ranking_scripts.UPDATE)
         self._moderate_script = client.register_script(ranking_scripts.MODERATE)
+        self._load = client.register_script(ranking_scripts.LOAD)
         self._top = make(ranking_scripts.TOP)
         self._user = make(ranking_scripts.USER)
         self.generations = Generations(client)
@@ -199,8 +210,9 @@ class Ranking:
         later generation or season ``attempts`` times while this one read (the caller tries
         again later).
 
-        Concurrent completions keep writing while this runs; ``ZADD GT`` on both sides means
-        the higher (newer) score wins whichever lands last. Reads go to PostgreSQL until the
+        Concurrent completions keep writing while this runs; the newest standing wins
+        whichever lands last, and a user banned since the batch was read is left out. Reads go
+        to PostgreSQL until the
         final ``ranking = ready`` flag is set. The lock is renewed while the rebuild makes
         progress, so a process that dies holding it delays the next rebuild by ``lock_ttl_s``
         at most.
@@ -214,9 +226,12 @@ class Ranking:
                 await self.publish_if_changed(board_id, season)  # the hash now holds this season
                 epoch = await self.generations.begin(board)
                 async for batch in batches():
-                    mapping = {user: encode(score, seq) for user, score, seq in batch}
-                    if mapping:
-                        await self.client.zadd(board.scores, mapping, gt=True)
+                    if batch:
+                        await self._load(
+                            keys=[board.scores, self.keys.blocked],
+                            args=[SEQ_UNIT]
+                            + [v for u, sc, sq in batch for v in (u, encode(sc, sq))],
+                        )
                     await lease.renew()
                 ended = await self.generations.complete(board, season, epoch)
                 if ended < 0:

@@ -48,6 +48,35 @@ local function announce(scores, top10, channel, board, season, unit, force)
 end
 """
 
+# Every write of a user's standing: the newest wins. A composite carries the standing's
+# ``reached_seq`` (its low bits), which PostgreSQL takes while the row is locked, so per user and
+# board a later commit has a higher seq (db.awards). An entry is replaced only by a standing
+# with a higher seq, whether the score goes up or down (an adjustment, a correction), and a
+# delayed older standing (a completion recorded late, a rebuild's or the reconciliation's read
+# from before the change) changes nothing. Standings of one seq differ only when one award
+# statement counted several completions of the user: each answer carries the score after it,
+# all with the statement's seq, and the highest (the last) is the row's. Returns whether the
+# entry changed.
+PUT = """
+local function seq_of(composite, unit)
+  return unit - 1 - (composite % unit)
+end
+
+local function put(scores, user, composite, unit)
+  local held = redis.call('ZSCORE', scores, user)
+  if held then
+    held = tonumber(held)
+    local new = tonumber(composite)
+    local old_seq, new_seq = seq_of(held, unit), seq_of(new, unit)
+    if old_seq > new_seq or (old_seq == new_seq and held >= new) then
+      return false
+    end
+  end
+  redis.call('ZADD', scores, composite, user)
+  return true
+end
+"""
+
 # One call updates the user's entry on every board a completion counted for, and publishes
 # each board whose top-10 membership changed.
 # KEYS: scores_1, top10_1, scores_2, top10_2, ..., blocked.  ARGV: user ('' = no update), seq
@@ -66,6 +95,7 @@ end
 # user cannot bring them back.
 UPDATE = (
     ANNOUNCE
+    + PUT
     + """
 local user, unit = ARGV[1], tonumber(ARGV[2])
 local boards = (#KEYS - 1) / 2
@@ -94,8 +124,8 @@ for b = 1, boards do
     local ready = redis.call('HGET', top10, 'ranking') == 'ready' and 1 or 0
     local published = redis.call('HEXISTS', top10, 'seq') == 1
     -- A complete ranking of this season whose last published top 10 is its current one
-    -- (this script is then the only writer): scores only rise, so the membership changes
-    -- only if the user enters the top 10 now.
+    -- (this script is then the only writer): only this user's entry changes, so the
+    -- membership changes only if the user enters or leaves the top 10 now.
     local exact = user ~= '' and ready == 1 and published and season == current
     local was_in = false
     if exact then
@@ -104,7 +134,7 @@ for b = 1, boards do
     end
     local is_in = false
     if user ~= '' then
-      redis.call('ZADD', scores, 'GT', composite, user)
+      put(scores, user, composite, unit)
       if b == 1 or exact then
         local after = redis.call('ZREVRANK', scores, user)
         if b == 1 then rank = after end
@@ -128,11 +158,13 @@ return out
 # causes. KEYS: scores_1, top10_1, ..., blocked.  ARGV: user, seq unit, mode, then per board:
 # channel, composite ('' = not on this board), season, board id.
 #   mode 'block': the user is added to ``blocked`` and removed from every ranking (a ban, an
-#     erasure); 'set': removed from ``blocked`` and given exactly the composites (an unban,
-#     an adjustment: scores may go down, so no GT), on the boards whose season they are of.
+#     erasure); 'set': removed from ``blocked`` and given the composites (an unban, an
+#     adjustment: a score may go down) on the boards whose season they are of, unless a newer
+#     standing is there already (a completion committed after this action and recorded first).
 # Returns the published seq or 0, per board.
 MODERATE = (
     ANNOUNCE
+    + PUT
     + """
 local user, unit, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local hashed = redis.sha1hex(user)
@@ -154,12 +186,32 @@ for b = 1, (#KEYS - 1) / 2 do
       seq = announce(scores, top10, channel, board, current, unit, false)
     end
   elseif composite ~= '' and season == current then
-    redis.call('ZADD', scores, composite, user)
-    seq = announce(scores, top10, channel, board, current, unit, false)
+    if put(scores, user, composite, unit) then
+      seq = announce(scores, top10, channel, board, current, unit, false)
+    end
   end
   out[#out + 1] = seq
 end
 return out
+"""
+)
+
+# A rebuild's batch read from PostgreSQL. KEYS: scores, blocked.  ARGV: unit, then user,
+# composite, user, composite, ...  Blocked users are left out (a ban that committed after the
+# batch was read); an entry newer than the batch's read stays. Returns how many changed.
+LOAD = (
+    PUT
+    + """
+local unit = tonumber(ARGV[1])
+local check = redis.call('SCARD', KEYS[2]) > 0
+local changed = 0
+for i = 2, #ARGV, 2 do
+  local user = ARGV[i]
+  if not (check and redis.call('SISMEMBER', KEYS[2], redis.sha1hex(user)) == 1) then
+    if put(KEYS[1], user, ARGV[i + 1], unit) then changed = changed + 1 end
+  end
+end
+return changed
 """
 )
 

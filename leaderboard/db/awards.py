@@ -61,6 +61,14 @@ def season_sql(board: str, at: str) -> str:
 # then board scores by board, season and user), so concurrent batches cannot deadlock: the
 # scalar subquery over `score` makes every score row written before the first board row.
 #
+# The tie-break (`reached_seq`) of a row that exists is taken in DO UPDATE, that is while the
+# row is locked: per row, a later commit always has a higher seq, which is how the Redis
+# ranking tells a newer standing from a delayed older one (cache.ranking: "newest wins"). A
+# proposed row takes one only if the row did not exist in the statement's snapshot (else 0,
+# never used: the conflict path replaces it), so an update uses up one value, not two; a row
+# that existed cannot be gone by the insert (only an erasure deletes, after every statement
+# that could still award the user has ended).
+#
 # Moderation: a banned or erased user (`blocked`, as this statement's snapshot sees them) gets
 # no completion. A ban that commits while the statement runs is seen by the score upsert
 # (ON CONFLICT works on the latest row version): the points then go to the hidden score and
@@ -89,10 +97,14 @@ WITH req AS (
     SELECT user_id, sum(points) AS points, count(*) AS n FROM completion GROUP BY user_id
 ), score AS (
     INSERT INTO scores AS s (user_id, score, reached_seq, completions)
-    SELECT user_id, points, nextval('score_reached_seq'), n FROM gained ORDER BY user_id
+    SELECT g.user_id, g.points,
+           CASE WHEN EXISTS (SELECT 1 FROM scores x WHERE x.user_id = g.user_id) THEN 0
+                ELSE nextval('score_reached_seq') END,
+           g.n
+      FROM gained g ORDER BY g.user_id
     ON CONFLICT (user_id) DO UPDATE SET
         score = s.score + EXCLUDED.score,
-        reached_seq = EXCLUDED.reached_seq,
+        reached_seq = nextval('score_reached_seq'),
         reached_at = now(),
         completions = s.completions + EXCLUDED.completions
     RETURNING user_id, score, reached_seq, banned
@@ -106,11 +118,15 @@ WITH req AS (
      GROUP BY b.id, c.user_id
 ), board_score AS (
     INSERT INTO board_scores AS bs (board_id, season, user_id, score, reached_seq, banned)
-    SELECT board_id, season, user_id, points, nextval('score_reached_seq'), banned
-      FROM board_gained WHERE season IS NOT NULL ORDER BY board_id, season, user_id
+    SELECT g.board_id, g.season, g.user_id, g.points,
+           CASE WHEN EXISTS (SELECT 1 FROM board_scores x WHERE x.board_id = g.board_id
+                               AND x.season = g.season AND x.user_id = g.user_id) THEN 0
+                ELSE nextval('score_reached_seq') END,
+           g.banned
+      FROM board_gained g WHERE g.season IS NOT NULL ORDER BY g.board_id, g.season, g.user_id
     ON CONFLICT (board_id, season, user_id) DO UPDATE SET
         score = bs.score + EXCLUDED.score,
-        reached_seq = EXCLUDED.reached_seq,
+        reached_seq = nextval('score_reached_seq'),
         reached_at = now(),
         banned = EXCLUDED.banned
     RETURNING board_id, season, user_id, score, reached_seq

@@ -7,12 +7,15 @@ followed by a wait until the world is healthy again (every member streaming, ser
 ready) and a short steady state. The partition drill is the same run with one fault.
 Throughout, writers complete actions through the API (each a fresh user, so each
 acknowledgement is one row to look for), viewers watch the top 10 over WebSockets, and a
-direct client writes to the primary it is connected to.
+direct client writes to the primary it is connected to, and a moderator bans, unbans, adjusts
+and erases users who are completing actions at the same time
+(:mod:`leaderboard_tools.chaos.moderator`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,8 +23,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import redis.asyncio as aioredis
 
-from leaderboard_tools.chaos import history
+from leaderboard.cache.keys import Keys
+from leaderboard_tools.chaos import history, moderator
 from leaderboard_tools.chaos.faults import FAULTS, Fault
 from leaderboard_tools.chaos.viewers import DIRECT_IDS, DirectWriter, Viewers, snapshot
 from leaderboard_tools.chaos.world import World
@@ -52,6 +57,7 @@ class Plan:
     viewers: int = 20
     recovery_timeout_s: float = 90.0
     max_faults: int | None = None  # stop after this many, whatever the duration left
+    moderate: bool = True  # run the moderator beside the writers
 
     def schedule(self, rng: random.Random) -> Any:
         while True:
@@ -69,6 +75,7 @@ class Run:
     check: history.Check | None = None
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    episodes: list[moderator.Episode] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         assert self.check is not None
@@ -80,6 +87,7 @@ class Run:
             "violations": self.check.violations,
             "check": asdict(self.check),
             "by_fault": history.summary_by_kind(self.records),
+            "moderation": moderator.summary(self.episodes),
             "faults": [asdict(r) for r in self.records],
             "timeline": self.timeline,
         }
@@ -91,7 +99,17 @@ async def run(world: World, plan: Plan) -> Run:
     stack = world.cluster
     first_primary = world.recorded_primary()
     load = Load(stack.api_url, world.settings, plan.writers, ACTIONS, seed=plan.seed)
-    async with load, Viewers(stack.ws_url, plan.viewers) as viewers, DirectWriter(world) as direct:
+    moderation = (
+        moderator.Moderator(stack.api_url, world.settings, ACTIONS, seed=plan.seed)
+        if plan.moderate
+        else contextlib.nullcontext(None)
+    )
+    async with (
+        load,
+        Viewers(stack.ws_url, plan.viewers) as viewers,
+        DirectWriter(world) as direct,
+        moderation as mod,
+    ):
         deadline = time.monotonic() + 30
         while len(load.acks) < 20:
             if time.monotonic() > deadline:
@@ -114,6 +132,8 @@ async def run(world: World, plan: Plan) -> Run:
             await asyncio.sleep(rng.uniform(*plan.settle_s))
         await asyncio.sleep(1.0)  # a last steady state
         result.ended = time.time()
+    if mod is not None:
+        result.episodes = mod.episodes
     _fill_in(result, world, load)
     result.check = await _check(world, load, direct, viewers, result, first_primary)
     result.check.details += result.errors
@@ -228,7 +248,32 @@ async def _check(
     check.direct_split_brain = history.unsafe_acks(direct_missing, demoted, isolated)
     check.ranking_equal = await _ranking_equal(world, member, details)
     check.viewers_at_last_seq = await _viewers_caught_up(world, viewers, details)
+    if result.episodes:
+        details += await _moderation(world, member, result.episodes)
     return check
+
+
+async def _moderation(world: World, member: Any, episodes: list[moderator.Episode]) -> list[str]:
+    """The moderator's rules, on what the final primary and every Redis ranking hold."""
+    users = [ep.user for ep in episodes]
+    client = aioredis.from_url(world.cluster.redis.url)
+    keys = Keys(world.cluster.layout.redis_prefix)
+    ranked: set[str] = set()
+    try:
+        boards = [keys.scores] + [
+            k.decode() async for k in client.scan_iter(match=keys.board("*").scores)
+        ]
+        for key in boards:
+            held = await client.zmscore(key, users)
+            ranked |= {u for u, score in zip(users, held, strict=True) if score is not None}
+    finally:
+        await client.aclose()
+    conn = await asyncpg.connect(world.cluster.database_url(member), timeout=10)
+    try:
+        state = await moderator.held(conn, ranked, users)
+    finally:
+        await conn.close()
+    return moderator.violations(episodes, state)
 
 
 async def _ranking_equal(world: World, member: Any, details: list[str]) -> bool:

@@ -28,14 +28,17 @@ def ranking_diff(redis: dict[str, int], postgres: dict[str, int], limit: int = 5
 async def ranking_converges(
     stack: Stack, member: Member, bound_s: float
 ) -> tuple[list[str], float]:
-    """Poll until Redis's all-time ranking equals ``member``'s scores or ``bound_s`` passes;
+    """Poll until Redis's all-time ranking equals ``member``'s scores (of users not banned) or
+    ``bound_s`` passes;
     the differences left (empty: equal) and the seconds it took."""
     client = aioredis.from_url(stack.redis.url)
     conn = await asyncpg.connect(stack.database_url(member), timeout=10)
     started = time.monotonic()
     try:
         while True:
-            rows = await conn.fetch("SELECT user_id, score, reached_seq FROM scores")
+            rows = await conn.fetch(
+                "SELECT user_id, score, reached_seq FROM scores WHERE NOT banned"
+            )
             postgres = {r["user_id"]: encode(r["score"], r["reached_seq"]) for r in rows}
             flat: list[Any] = await client.zrange(
                 Keys(stack.layout.redis_prefix).scores, 0, -1, withscores=True

@@ -267,9 +267,10 @@ async def test_any_user_id_a_token_carries_reads_back(
 async def test_the_script_publishes_exactly_when_a_reference_top10_membership_changes(
     stack: Stack,
 ) -> None:
-    """Hundreds of random updates (small and large gains, repeats, users new and old) on a
-    complete ranking: after each, a broadcast iff the membership of a plain Python model's
-    top 10 changed, carrying that top 10; the rank returned is the model's."""
+    """Hundreds of random updates (small and large gains, losses as after an adjustment,
+    repeats, users new and old) on a complete ranking, each newer than the last: after each,
+    a broadcast iff the membership of a plain Python model's top 10 changed, carrying that top
+    10; the rank returned is the model's. A late, older standing changes nothing."""
     client = aioredis.Redis.from_url(stack.redis.url)
     ranking = Ranking(client, Keys(f"model-{random.getrandbits(32):x}:"))
     rng = random.Random(11)
@@ -282,12 +283,16 @@ async def test_the_script_publishes_exactly_when_a_reference_top10_membership_ch
 
     published = frozenset[str]()
     try:
-        for seq in range(1, 600):
+        for seq in range(2, 1200, 2):
             user = f"u{rng.randrange(40)}"
-            score = model.get(user, (0, 0))[0] + rng.choice([0, 1, 1, 5, 40])
+            score = max(0, model.get(user, (0, 0))[0] + rng.choice([-30, -1, 0, 1, 1, 5, 40]))
+            if user in model and rng.random() < 0.1:  # a late record: an older standing
+                late = model[user]
+                older = Standing(ALL_TIME, 1, late[0] + 9, late[1] - 1)
+                again = await ranking.record(user, [older])
+                assert again.published_seq is None
             recorded = await ranking.record(user, [Standing(ALL_TIME, 1, score, seq)])
-            if score > model.get(user, (-1, 0))[0]:
-                model[user] = (score, seq)
+            model[user] = (score, seq)  # the newest standing wins, higher or lower
             truth = top10()
             members = frozenset(u for u, _ in truth)
             assert (recorded.published_seq is not None) == (members != published), seq

@@ -21,9 +21,11 @@ from leaderboard.boards import ALL_TIME
 from leaderboard.cache.keys import Keys
 from leaderboard.cache.ranking import Ranking, encode
 from leaderboard.db import scores
+from leaderboard.moderation import Moderation
 from leaderboard.service import Leaderboard
 from leaderboard.standings import Standing
 from tests.apiclient import Api
+from tests.support import eventually
 
 
 @pytest_asyncio.fixture
@@ -64,7 +66,7 @@ async def _rebuild(
 
 async def _differences(lb: Leaderboard) -> dict[str, tuple[int | None, int | None]]:
     """Users whose all-time entry differs: user -> (PostgreSQL's, Redis's) composite."""
-    rows = await lb.db.fetch("SELECT user_id, score, reached_seq FROM scores")
+    rows = await lb.db.fetch("SELECT user_id, score, reached_seq FROM scores WHERE NOT banned")
     postgres = {r["user_id"]: encode(r["score"], r["reached_seq"]) for r in rows}
     flat: list[Any] = await lb.client.zrange(lb.ranking.keys.scores, 0, -1, withscores=True)
     redis = {m.decode(): int(s) for m, s in flat}
@@ -204,3 +206,110 @@ async def test_one_process_at_a_time_reconciles(board: Leaderboard) -> None:
     await lb.reconciler.round(now=0.0)
     assert await lb.reconciler.round(now=lb.reconciler.lag_s) == 0
     assert await lb.client.get(other.reconciled) is None  # it did not even start
+
+
+# -- the newest standing wins: scores may go down, and nothing late or stale undoes that
+
+
+async def _standing(lb: Leaderboard, user: str) -> Standing:
+    row = await lb.db.fetchrow("SELECT score, reached_seq FROM scores WHERE user_id = $1", user)
+    assert row is not None
+    return Standing(ALL_TIME, 1, row["score"], row["reached_seq"])
+
+
+def _batch(*standings: tuple[str, Standing]) -> Callable[[], AsyncIterator[Any]]:
+    async def batches() -> AsyncIterator[list[tuple[str, int, int]]]:
+        yield [(user, s.score, s.reached_seq) for user, s in standings]
+
+    return batches
+
+
+async def test_an_adjustment_that_took_points_back_survives_late_and_stale_writes(
+    board: Leaderboard, new_user: Callable[[], str]
+) -> None:
+    """A completion committed before the adjustment and recorded after it (a slow process),
+    and a rebuild that read the user before it: both carry the older, higher standing,
+    which must not come back."""
+    lb = board
+    user = new_user()
+    await lb.complete(user, "complete-profile", {}, f"req-{user}")
+    late = await _standing(lb, user)
+    answer = await Moderation(lb, settle_s=1.0).adjust(user, -15, "refund", "ops", None)
+    assert answer["score"] == late.score - 15
+    assert await _differences(lb) == {}
+
+    await lb.ranking.record(user, [late])
+    assert await _differences(lb) == {}
+    await lb.ranking.rebuild(ALL_TIME, 1, _batch((user, late)))
+    assert await _differences(lb) == {}
+    # A newer standing still goes in, whichever way it moves the score.
+    await lb.complete(user, "verify-email", {}, f"req-{user}-2")
+    assert await _differences(lb) == {}
+    assert (await lb.user(user)).score == late.score - 15 + 10
+
+
+async def test_an_award_waiting_for_the_row_takes_its_seq_after_the_change_it_waited_for(
+    board: Leaderboard, new_user: Callable[[], str]
+) -> None:
+    """Per user, a later commit has the higher tie-break seq: the award takes it once it holds
+    the row, not when it starts (else an award that waited behind an adjustment would commit
+    an older seq than the adjustment's, and the rankings could not tell which is newer)."""
+    lb = board
+    user = new_user()
+    await lb.complete(user, "verify-email", {}, f"req-{user}")
+    async with lb.db.connection() as holder:
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM scores WHERE user_id = $1 FOR UPDATE", user)
+            award = asyncio.create_task(lb.complete(user, "complete-profile", {}, f"req-{user}-2"))
+
+            async def waiting() -> bool:
+                return bool(
+                    await holder.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE '%INSERT INTO completions%'"
+                    )
+                )
+
+            await eventually(waiting)
+            taken = await holder.fetchval(
+                "UPDATE scores SET reached_seq = nextval('score_reached_seq')"
+                " WHERE user_id = $1 RETURNING reached_seq",
+                user,
+            )
+        await award
+    assert (await _standing(lb, user)).reached_seq > taken
+
+
+async def test_the_reconciliation_sets_an_adjustment_the_rankings_missed(
+    board: Leaderboard, new_user: Callable[[], str]
+) -> None:
+    """An adjustment whose Redis step was lost (its process died, Redis failed over): the
+    ranking holds the older, higher score, and the reconciliation lowers it."""
+    lb = board
+    reconciler = lb.reconciler
+    await reconciler.round(now=0.0)
+    await reconciler.round(now=reconciler.lag_s)  # the watermarks start here
+    user = new_user()
+    await lb.complete(user, "complete-profile", {}, f"req-{user}")
+    before = await _standing(lb, user)
+    await Moderation(lb, settle_s=1.0).adjust(user, -15, "refund", "ops", None)
+    await lb.client.zadd(lb.ranking.keys.scores, {user: encode(before.score, before.reached_seq)})
+    assert set(await _differences(lb)) == {user}
+
+    t = reconciler.lag_s + 1
+    await reconciler.round(now=t)
+    assert await reconciler.round(now=t + reconciler.lag_s) == 1
+    assert await _differences(lb) == {}
+
+
+async def test_a_rebuild_leaves_out_a_user_banned_after_it_read_them(
+    board: Leaderboard, new_user: Callable[[], str]
+) -> None:
+    lb = board
+    user = new_user()
+    await lb.complete(user, "verify-email", {}, f"req-{user}")
+    read = await _standing(lb, user)
+    await Moderation(lb, settle_s=1.0).ban(user, "cheating", "ops")
+    await lb.ranking.rebuild(ALL_TIME, 1, _batch((user, read)))
+    assert await lb.client.zscore(lb.ranking.keys.scores, user) is None
+    assert await _differences(lb) == {}
