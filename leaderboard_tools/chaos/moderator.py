@@ -26,6 +26,15 @@ import httpx
 from leaderboard import auth
 from leaderboard.config import Settings
 
+# Every (table, column) that names a user: an erasure leaves none of them naming the user.
+NAMING = (
+    ("completions", "user_id"),
+    ("scores", "user_id"),
+    ("board_scores", "user_id"),
+    ("bans", "user_id"),
+    ("adjustments", "user_id"),
+    ("admin_audit", "subject"),
+)
 REPEAT_FOR_S = 30.0  # how long a repeatable action is repeated before the episode gives up
 
 
@@ -277,10 +286,10 @@ async def held(conn: asyncpg.Connection, ranked: set[str], users: list[str]) -> 
         )
     }
     naming: set[str] = set()
-    for table in ("completions", "scores", "board_scores", "bans", "adjustments", "admin_audit"):
+    for table, column in NAMING:
         rows = await conn.fetch(
-            f"SELECT DISTINCT user_id FROM {table} WHERE user_id = ANY($1::text[])",  # noqa: S608
+            f"SELECT DISTINCT {column} AS u FROM {table} WHERE {column} = ANY($1::text[])",  # noqa: S608
             users,
         )
-        naming |= {r["user_id"] for r in rows}
+        naming |= {r["u"] for r in rows}
     return Held(completions, points, adjustments, scores, naming, ranked & set(users))

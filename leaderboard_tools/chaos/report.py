@@ -96,6 +96,8 @@ def table(report: dict[str, Any]) -> str:
         f"{c['split_brain']}; direct writes {c['direct_acknowledged']}, lost {c['direct_lost']}, "
         f"after demotion {c['direct_split_brain']}; ranking equal: {c['ranking_equal']}; "
         f"viewers at the last seq: {c['viewers_at_last_seq']}",
+        "moderation: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(report.get("moderation", {}).items())) or "-"),
         "PASSED" if report["passed"] else "FAILED: " + "; ".join(report["violations"]),
     ]
     return "\n".join(lines)

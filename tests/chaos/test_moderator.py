@@ -3,7 +3,13 @@ whose, and a history that keeps them passes."""
 
 from __future__ import annotations
 
-from leaderboard_tools.chaos.moderator import Episode, Held, Step, summary, violations
+from collections.abc import Callable
+
+import asyncpg
+
+from leaderboard_tools.chaos.moderator import Episode, Held, Step, held, summary, violations
+from leaderboard_tools.devstack.stack import Stack
+from tests.apiclient import Api
 
 
 def _step(what: str, sent: float, status: int | None, **kw: object) -> Step:
@@ -89,3 +95,18 @@ def test_an_erased_user_named_anywhere_is_a_violation() -> None:
     assert violations([ep], _held(completions={}, naming=set(), ranked={"u"}))
     ep.steps[-1].status = 200
     assert any("d acknowledged while banned or erased" in v for v in violations([ep], gone))
+
+
+async def test_what_the_check_reads_from_a_real_database(
+    api: Api, stack: Stack, new_user: Callable[[], str]
+) -> None:
+    user, nobody = new_user(), new_user()
+    assert (await api.complete(user, "verify-email")).status_code == 200
+    conn = await asyncpg.connect(stack.database_url(stack.members[0]))
+    try:
+        state = await held(conn, {user, "elsewhere"}, [user, nobody])
+    finally:
+        await conn.close()
+    assert state.completions == {user: {"verify-email"}} and state.completion_points == {user: 10}
+    assert state.scores == {user: (10, False)} and state.adjustments == {}
+    assert state.naming == {user} and state.ranked == {user}
