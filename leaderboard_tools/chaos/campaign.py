@@ -57,7 +57,9 @@ class Plan:
     viewers: int = 20
     recovery_timeout_s: float = 90.0
     max_faults: int | None = None  # stop after this many, whatever the duration left
-    moderate: bool = True  # run the moderator beside the writers
+    # Run the moderator beside the writers: off by default until the two failures seen with it
+    # (a partition drill, the kill-api/kill-redis test: cause not yet known) are explained.
+    moderate: bool = False
 
     def schedule(self, rng: random.Random) -> Any:
         while True:

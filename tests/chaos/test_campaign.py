@@ -28,7 +28,7 @@ async def test_every_fault_once_loses_nothing_and_ends_consistent(
         await world.start()
         plan = campaign.Plan(
             3600.0, seed=5, hold_s=(6.0, 7.0), settle_s=(0.5, 1.0), max_faults=len(FAULTS),
-            viewers=5,
+            viewers=5, moderate=True,
         )  # fmt: skip
         result = await campaign.run(world, plan)
     finally:
@@ -63,7 +63,6 @@ async def test_api_and_redis_kills_in_quick_succession_leave_the_ranking_equal(
         plan = campaign.Plan(
             3600.0, seed=11, faults=["kill-api", "kill-redis"], hold_s=(1.0, 3.0),
             settle_s=(0.2, 1.0), max_faults=8, viewers=3,
-            moderate=False,  # with the moderator this schedule failed once, cause not yet known
         )  # fmt: skip
         result = await campaign.run(world, plan)
     finally:
