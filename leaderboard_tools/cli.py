@@ -140,7 +140,7 @@ def _down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from leaderboard_tools.operator.local import read_control
+    from leaderboard_tools.operator.control import read_control
 
     status = asyncio.run(Stack.from_settings(settings, services=True).status())
     status["operator"] = {"paused": False, "switchover_to": None, **read_control(settings.run_path)}
@@ -189,7 +189,7 @@ def _rollout(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _pause(settings: Settings, args: argparse.Namespace) -> int:
-    from leaderboard_tools.operator.local import write_control
+    from leaderboard_tools.operator.control import write_control
 
     write_control(settings.run_path, paused=args.command == "pause")
     print(f"operator {'paused: observing only' if args.command == 'pause' else 'resumed'}")
@@ -197,7 +197,7 @@ def _pause(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _switchover(settings: Settings, args: argparse.Namespace) -> int:
-    from leaderboard_tools.operator.local import write_control
+    from leaderboard_tools.operator.control import write_control
 
     stack = Stack.from_settings(settings, services=True)
     if args.member not in {m.name for m in stack.members}:

@@ -25,7 +25,7 @@ from leaderboard.operator.pgbackrest import iso
 from leaderboard_tools.devstack.postgres import Member
 from leaderboard_tools.devstack.process import StackError, wait_for
 from leaderboard_tools.devstack.stack import Stack
-from leaderboard_tools.operator.local import write_control
+from leaderboard_tools.operator.control import write_control
 
 RECOVERY_SETTINGS = (
     "restore_command",

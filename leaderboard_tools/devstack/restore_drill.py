@@ -21,8 +21,8 @@ from leaderboard_tools.devstack.consistency import ranking_converges
 from leaderboard_tools.devstack.process import StackError, wait_for
 from leaderboard_tools.devstack.restore import restore
 from leaderboard_tools.devstack.stack import Stack
+from leaderboard_tools.operator.control import write_control
 from leaderboard_tools.operator.drill import Load, LocalTarget
-from leaderboard_tools.operator.local import write_control
 
 PHASE_S = 3.0  # writing before the target, after it, and after the switchover
 

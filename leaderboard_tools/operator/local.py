@@ -40,6 +40,7 @@ from leaderboard.operator.probe import leaked_cancellation, probe
 from leaderboard_tools.devstack.postgres import Member as PgMember
 from leaderboard_tools.devstack.process import StackError
 from leaderboard_tools.devstack.stack import SYNC_STANDBYS, Stack
+from leaderboard_tools.operator.control import read_control, write_control
 
 log = logging.getLogger("leaderboard.operator")
 # The `cluster` label of the local stack's operator metrics (in Kubernetes: namespace/name).
@@ -72,6 +73,19 @@ class LocalOperator:
         self._candidates: frozenset[str] | None = None  # as last recorded
         self._last_reason: str | None = None
         self._pushing: asyncio.Task[None] | None = None  # the received WAL, after a promotion
+
+    async def __aenter__(self) -> LocalOperator:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Waits for the hand-over of received WAL a promotion started. Left behind, it
+        outlived the run directory, and the error it then kept was logged from wherever the
+        garbage collector ran: inside a compile(), Python 3.11 fails that with SystemError."""
+        if self._pushing is not None:
+            await asyncio.shield(self._pushing)
 
     @property
     def events_path(self) -> Path:
@@ -142,6 +156,7 @@ class LocalOperator:
             await self._rounds()
         finally:
             watching.cancel()
+            await self.settle()
 
     async def _rounds(self) -> None:
         self.record(
@@ -192,10 +207,6 @@ class LocalOperator:
 
             await requested(self, self.rollout)
             self.rollout = None
-
-    @property
-    def control_path(self) -> Path:
-        return control_path(self.stack.run_dir)
 
     def read_control(self) -> None:
         """What a person asked for (``leaderboard pause|resume|switchover``)."""
@@ -373,25 +384,3 @@ async def run_local(stack: Stack, primary: str, settings: Settings) -> None:
         timeout_s=settings.probe_timeout_s,
         failure_threshold=settings.failure_threshold,
     ).run()
-
-
-def control_path(run_dir: Path) -> Path:
-    return run_dir / "operator-control.json"
-
-
-def read_control(run_dir: Path) -> dict[str, object]:
-    try:
-        control = json.loads(control_path(run_dir).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return control if isinstance(control, dict) else {}
-
-
-def write_control(run_dir: Path, **changes: object) -> dict[str, object]:
-    control = read_control(run_dir)
-    control.update(changes)
-    path = control_path(run_dir)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(control))
-    tmp.replace(path)
-    return control

@@ -33,7 +33,7 @@ STREAMING_TIMEOUT_S = 60.0
 
 async def requested(operator: LocalOperator, rollout: str) -> None:
     """The rollout ``leaderboard rollout`` asked for, its end recorded with its id."""
-    from leaderboard_tools.operator.local import write_control
+    from leaderboard_tools.operator.control import write_control
 
     operator.record("rollout", None, "rollout: replicas first, the primary last", rollout=rollout)
     try:
@@ -133,7 +133,7 @@ class RolloutResult:
 
 
 async def run_rollout(stack: Stack, settings: Settings, writers: int = 8) -> RolloutResult:
-    from leaderboard_tools.operator.local import write_control
+    from leaderboard_tools.operator.control import write_control
 
     target = LocalTarget(stack)
     before, _ = await target.members()

@@ -136,8 +136,7 @@ def test_backup_and_backups_through_the_command_line(run_dir: Path) -> None:
 
 
 async def test_archiving_follows_the_primary_through_a_failover() -> None:
-    async with own_cluster("lb-archive-") as cluster:
-        operator = LocalOperator(cluster, "member0")
+    async with own_cluster("lb-archive-") as cluster, LocalOperator(cluster, "member0") as operator:
         password = cluster.superuser_password
         await operator.round()  # member1 seen as the synchronous candidate
         cluster.members[0].kill()
@@ -147,6 +146,9 @@ async def test_archiving_follows_the_primary_through_a_failover() -> None:
             return await cluster.members[1].probe_role(password) == "primary"
 
         await eventually(promoted, timeout=60, interval=0.2)
+        await operator.settle()  # the hand-over of what member1 received, started in the background
+        events = operator.events_path.read_text()
+        assert '"action": "archived", "target": "member1"' in events, events
         await asyncio.to_thread(cluster.backups.flush, cluster.members[1])
         info = await asyncio.to_thread(cluster.backups.info)
         assert info.archive_max is not None and int(info.archive_max[:8], 16) >= 2  # timeline
@@ -255,8 +257,7 @@ def test_the_restore_drill_passes_and_reports_each_restore(run_dir: Path, reposi
 async def test_segments_the_dead_primary_had_not_archived_are_pushed_by_its_successor() -> None:
     """With ``archive_mode = on`` a standby takes what it streams as archived already: the
     segments a primary closed but had not pushed when it died were missing for good."""
-    async with own_cluster("lb-gap-") as cluster:
-        operator = LocalOperator(cluster, "member0")
+    async with own_cluster("lb-gap-") as cluster, LocalOperator(cluster, "member0") as operator:
         password = cluster.superuser_password
         await operator.round()  # member1 seen as the synchronous candidate
         conn = await cluster.members[0].connect(password)
@@ -308,7 +309,7 @@ def _gauge(name: str) -> float | None:
 
 async def test_a_repository_that_goes_away_shows_in_the_metrics_the_alerts_read() -> None:
     async with own_cluster("lb-archfail-") as cluster:
-        operator = LocalOperator(cluster, "member0")
+        operator = LocalOperator(cluster, "member0")  # no promotion: nothing to settle
         watching = asyncio.create_task(operator.watch_backups(every_s=0.1))
         try:
             await asyncio.to_thread(cluster.backups.backup, cluster.members[0])

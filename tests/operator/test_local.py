@@ -58,8 +58,7 @@ async def test_a_promotion_whose_last_step_fails_is_carried_on_from_the_new_prim
     """pg_promote succeeded, then the next step failed (a connection reset): the member is the
     primary now, so the next rounds must build on it (rejoin the old one), not wait for the
     dead primary, whose only synchronous candidate no longer answers as a replica."""
-    async with own_cluster("lb-promote-") as cluster:
-        operator = LocalOperator(cluster, "member0")
+    async with own_cluster("lb-promote-") as cluster, LocalOperator(cluster, "member0") as operator:
         set_sync = operator._set_sync
         failed = False
 
@@ -97,8 +96,7 @@ async def test_a_primary_gone_before_any_standby_was_seen_synchronous_restarts_i
     standby synchronous. Promoting a standby could lose what it acknowledged (one may have
     turned synchronous between two probes) and waiting kept writes down for good: it is
     started again on its own data and promoted back, with every acknowledged write."""
-    async with own_cluster("lb-restart-") as cluster:
-        operator = LocalOperator(cluster, "member0")
+    async with own_cluster("lb-restart-") as cluster, LocalOperator(cluster, "member0") as operator:
         password = cluster.superuser_password
         primary = cluster.members[0]
         conn = await primary.connect(password)
