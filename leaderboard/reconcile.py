@@ -23,13 +23,12 @@ than the ranking's (a lower score, if it took points back), which the record the
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from leaderboard import metrics
+from leaderboard import metrics, supervise
 from leaderboard.cache.lock import Lease
 from leaderboard.db import scores
 from leaderboard.repair import ERRORS, Repair
@@ -73,7 +72,7 @@ class Reconciler:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            await supervise.sleep(self.interval_s)
             try:
                 await self.round()
             except ERRORS as exc:  # the next round takes the same range again

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from leaderboard import metrics
+from leaderboard import metrics, supervise
 from leaderboard.cache.errors import REDIS_ERRORS
 from leaderboard.cache.ranking import Ranking, RankingRangeError, encode, reached_seq
 from leaderboard.db import scores
@@ -172,7 +172,7 @@ class Repair:
 
     async def run(self, interval_s: float = 1.0) -> None:
         while True:
-            await asyncio.sleep(interval_s)
+            await supervise.sleep(interval_s)
             await self.tick()
 
     async def tick(self) -> None:

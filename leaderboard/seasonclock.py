@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from leaderboard import metrics
+from leaderboard import metrics, supervise
 from leaderboard.boards import ALL_TIME, Season, upcoming, write_ahead
 from leaderboard.db.pool import Database, DatabaseUnavailable
 
@@ -74,7 +74,7 @@ class SeasonClock:
             wait = self.refresh_s - (asyncio.get_running_loop().time() - refreshed)
             if boundary is not None:
                 wait = min(wait, (boundary - now).total_seconds() + ANNOUNCE_DELAY_S)
-            await asyncio.sleep(max(wait, 0.0))
+            await supervise.sleep(max(wait, 0.0))
             if boundary is not None and _now() >= boundary:
                 await self._announce(boundary)
             if asyncio.get_running_loop().time() - refreshed >= self.refresh_s:

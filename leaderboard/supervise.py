@@ -38,7 +38,19 @@ async def _supervise(
         except Exception:
             log.exception("background task %s died; starting it again in %.1f s", name, pause_s)
         RESTARTS.labels(name).inc()
-        await asyncio.sleep(pause_s)
+        await sleep(pause_s)
+
+
+async def sleep(seconds: float) -> None:
+    """``asyncio.sleep`` for a loop that runs until cancelled: a cancellation that something
+    swallowed is raised here instead of being lost. Python 3.11's ``asyncio.wait_for`` (under
+    asyncpg's ``acquire``) drops one that lands just as its inner call completes: the task
+    stays "cancelling" while its loop sleeps on, and whoever awaits it (a shutdown) waits for
+    ever (a test API's teardown hung so in a full run)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    await asyncio.sleep(seconds)
 
 
 def start(

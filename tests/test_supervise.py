@@ -81,3 +81,45 @@ async def test_the_services_run_their_loops_supervised() -> None:
         text = (REPO / path).read_text()
         assert "asyncio.create_task(" not in text, path
         assert "supervise.start(" in text, path
+
+
+async def test_a_cancellation_a_library_swallowed_still_ends_the_loop() -> None:
+    """As 3.11's wait_for under asyncpg's acquire can: the CancelledError is caught and the
+    round returns normally. The loop's next sleep raises it, so a shutdown awaiting the task
+    ends instead of waiting for ever."""
+    rounds = 0
+    inside = asyncio.Event()
+
+    async def loop() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            try:
+                inside.set()
+                await asyncio.sleep(10)  # a query, cancelled mid-way
+            except asyncio.CancelledError:
+                pass  # swallowed
+            await supervise.sleep(0.01)
+
+    task = supervise.start("test-swallowed", loop)
+    await asyncio.wait_for(inside.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert rounds == 1
+
+
+async def test_the_service_loops_sleep_through_supervise() -> None:
+    """A loop that sleeps with asyncio.sleep would sleep through a swallowed cancellation."""
+    from tests.support import REPO
+
+    for path in (
+        "leaderboard/reconcile.py",
+        "leaderboard/repair.py",
+        "leaderboard/seasonclock.py",
+        "leaderboard/cache/pipe.py",
+        "leaderboard/broadcaster/feed.py",
+        "leaderboard/broadcaster/hub.py",
+    ):
+        text = (REPO / path).read_text()
+        assert "supervise.sleep(" in text and "await asyncio.sleep(" not in text, path

@@ -8,13 +8,13 @@ broadcaster that was cut off from Redis sends its clients a fresh snapshot.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 
 import orjson
 import redis.asyncio as aioredis
 
+from leaderboard import supervise
 from leaderboard.broadcaster import metrics
 from leaderboard.broadcaster.hub import Hub
 from leaderboard.cache.errors import REDIS_ERRORS
@@ -64,5 +64,5 @@ class Feed:
                 metrics.REDIS_UP.set(0)
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+            await supervise.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
             delay = min(delay * 2, 5.0)

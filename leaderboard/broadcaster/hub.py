@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import orjson
 from websockets.frames import Frame, Opcode
 
+from leaderboard import supervise
 from leaderboard.boards import ALL_TIME
 from leaderboard.broadcaster import metrics
 
@@ -210,7 +211,7 @@ class Hub:
     async def heartbeat(self) -> None:
         """Ping everyone; drop dead peers and clients that stay unwritable."""
         while True:
-            await asyncio.sleep(min(self.ping_interval_s, self.slow_client_s) / 2)
+            await supervise.sleep(min(self.ping_interval_s, self.slow_client_s) / 2)
             now = time.monotonic()
             for conn in list(self.connections):
                 paused_since = conn.paused_since

@@ -39,6 +39,8 @@ from redis import exceptions as rex
 from redis._parsers.base import BaseParser
 from redis.asyncio.connection import SSLConnection, parse_url
 
+from leaderboard import supervise
+
 Arg = str | bytes | int | float
 
 
@@ -159,7 +161,7 @@ class RedisPipe:
     async def _watch(self) -> None:
         interval = min(self.timeout / 4, 0.1)
         while self._transport is not None:
-            await asyncio.sleep(interval)
+            await supervise.sleep(interval)
             if self._waiters and time.monotonic() - self._waiters[0][1] > self.timeout:
                 transport = self._transport
                 self._lost(rex.TimeoutError(f"Redis did not answer within {self.timeout} s"))
