@@ -23,7 +23,8 @@ from leaderboard.cache.ranking import RankingRangeError
 from leaderboard.db import moderation as db_moderation
 from leaderboard.db import scores
 from leaderboard.errors import AppError, invalid_request, unavailable
-from leaderboard.service import Leaderboard, answering
+from leaderboard.reads import answering
+from leaderboard.service import Leaderboard
 
 log = logging.getLogger("leaderboard.moderation")
 
@@ -75,7 +76,7 @@ class Moderation:
         if not done.banned:
             await self._set(user_id, [done.standing], [board_id], None)
             try:
-                rank = (await self.board.user(user_id, board_id)).rank
+                rank = (await self.board.reads.user(user_id, board_id)).rank
             except AppError:
                 rank = None
         metrics.ADMIN_ACTIONS.labels("adjust").inc()
@@ -127,7 +128,7 @@ class Moderation:
             await self.board.ranking.block(user_id, self._boards)
         except REDIS_ERRORS as exc:
             self._lost(exc, recorded)
-        self.board.forget_top()
+        self.board.reads.forget_top()
 
     async def _set(
         self, user_id: str, standings: list[Any], boards: list[str], recorded: str | None
@@ -144,7 +145,7 @@ class Moderation:
                 self.board.repair.stale = True
             else:
                 self._lost(exc, recorded)
-        self.board.forget_top()
+        self.board.reads.forget_top()
 
     def _lost(self, exc: BaseException, recorded: str) -> None:
         """Redis missed a repeatable moderation: PostgreSQL holds it, and the admin is told to

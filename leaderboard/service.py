@@ -1,4 +1,4 @@
-"""The score-update flow and the reads, independent of HTTP, for every board.
+"""The score-update flow, independent of HTTP, for every board (reads: :mod:`leaderboard.reads`).
 
 PostgreSQL is the source of truth; Redis is a fast, rebuildable view of it. Every Redis call is
 guarded: when Redis fails, completions still commit (rank comes back as null), the rate limit
@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,38 +22,24 @@ import orjson
 import redis.asyncio as aioredis
 
 from leaderboard import metrics, supervise
-from leaderboard.boards import ALL_TIME, Season
+from leaderboard.boards import ALL_TIME
 from leaderboard.cache.errors import REDIS_ERRORS
 from leaderboard.cache.keys import Keys
 from leaderboard.cache.pipe import RedisPipe
-from leaderboard.cache.ranking import NOT_READY, Ranking, RankingRangeError, Recorded
+from leaderboard.cache.ranking import Ranking, RankingRangeError, Recorded
 from leaderboard.cache.ratelimit import Decision, LocalRateLimiter, RedisRateLimiter
 from leaderboard.catalog import Catalog
 from leaderboard.db import awards, scores
 from leaderboard.db.awards import Award, AwardBatcher, Completion
 from leaderboard.db.pool import Database, DatabaseUnavailable
-from leaderboard.errors import AppError, unavailable
+from leaderboard.errors import AppError
+from leaderboard.reads import BoardReads, RedisBreaker, db_unavailable
 from leaderboard.reconcile import Reconciler
 from leaderboard.repair import CATCH_UP_S, Repair
 from leaderboard.seasonclock import SeasonClock
-from leaderboard.standings import Entry, Standing, UserView
+from leaderboard.standings import Standing
 
 log = logging.getLogger("leaderboard.service")
-
-
-class RedisBreaker:
-    """After a Redis failure, skip Redis for ``cooldown_s`` instead of paying a timeout on
-    every request; then try again."""
-
-    def __init__(self, cooldown_s: float = 1.0) -> None:
-        self.cooldown_s = cooldown_s
-        self._open_until = 0.0
-
-    def usable(self) -> bool:
-        return time.monotonic() >= self._open_until
-
-    def failed(self) -> None:
-        self._open_until = time.monotonic() + self.cooldown_s
 
 
 @dataclass(frozen=True)
@@ -102,15 +87,20 @@ class Leaderboard:
         self.limiter = RedisRateLimiter(pipe.script, keys, rate_limit, rate_window_s)
         self.local_limiter = LocalRateLimiter(rate_limit, rate_window_s)
         self.breaker = RedisBreaker()
-        self.top_cache_s = top_cache_s
-        self.around = around
-        # (read at, top 10, its JSON response body) from Redis; reused for top_cache_s.
-        self._top_cache: tuple[float, list[Entry], bytes] | None = None
         self.repair = Repair(db, self.ranking, self.record, list(catalog.boards))
         self.reconciler = Reconciler(
             self.repair, interval_s=reconcile_interval_s, lag_s=reconcile_lag_s
         )
         self.seasons = SeasonClock(db, self._announce)
+        self.reads = BoardReads(
+            db,
+            self.ranking,
+            self.breaker,
+            self.seasons,
+            self.schedule_rebuild,
+            around=around,
+            top_cache_s=top_cache_s,
+        )
         self._tasks: list[asyncio.Task[Any]] = []
 
     # -- lifecycle
@@ -136,20 +126,8 @@ class Leaderboard:
     async def catch_up(self, window_s: float) -> int:
         return await self.repair.catch_up(window_s)
 
-    def forget_top(self) -> None:
-        """Drop this process's cached top 10 (a moderation changed it)."""
-        self._top_cache = None
-
     def schedule_rebuild(self, board: str = ALL_TIME) -> None:
         self.repair.schedule_rebuild(board)
-
-    # -- redis guard
-
-    def _redis_failed(self, operation: str, exc: BaseException) -> None:
-        if self.breaker.usable():
-            log.warning("redis unavailable during %s: %s", operation, exc)
-        self.breaker.failed()
-        metrics.REDIS_FALLBACKS.labels(operation).inc()
 
     # -- the write path
 
@@ -159,7 +137,7 @@ class Leaderboard:
                 decision = await self.limiter.hit(user_id)
                 backend = "redis"
             except REDIS_ERRORS as exc:
-                self._redis_failed("ratelimit", exc)
+                self.breaker.failed("ratelimit", exc)
                 decision, backend = self.local_limiter.hit(user_id), "local"
         else:
             metrics.REDIS_FALLBACKS.labels("ratelimit").inc()
@@ -221,7 +199,7 @@ class Leaderboard:
                 pause = min(0.05 * attempt, 0.25)
                 if time.monotonic() + pause >= deadline:
                     self.repair.outcome_unknown(completion.user_id, completion.action_id)
-                    raise _unavailable("the database") from exc
+                    raise db_unavailable("the database") from exc
                 metrics.WRITES_HELD.inc()
                 await asyncio.sleep(pause)
 
@@ -247,7 +225,7 @@ class Leaderboard:
             recorded = await self.ranking.record(user_id, updates)
         except REDIS_ERRORS as exc:
             self.repair.stale = True
-            self._redis_failed("record", exc)
+            self.breaker.failed("record", exc)
             return None
         except RankingRangeError:
             log.error("a score of %r is outside the exact ranking range: %s", user_id, updates)
@@ -258,7 +236,7 @@ class Leaderboard:
             if not ready:
                 self.schedule_rebuild(board)
         if recorded.rank is not None and recorded.rank <= 10:
-            self._top_cache = None  # read-your-writes for this process's own clients
+            self.reads.forget_top()  # read-your-writes for this process's own clients
         return recorded
 
     async def _announce(self, board: str, season: int) -> None:
@@ -266,126 +244,12 @@ class Leaderboard:
         try:
             seq = await self.ranking.publish_if_changed(board, season)
         except REDIS_ERRORS as exc:  # the first completion of the season will switch it
-            self._redis_failed("reset", exc)
+            self.breaker.failed("reset", exc)
             return
         if seq is not None:
             metrics.TOP10_CHANGES.labels(board).inc()
-
-    # -- reads
-
-    async def top(self) -> list[Entry]:
-        return (await self._top())[0]
-
-    async def top_body(self) -> bytes:
-        """``{"top": [...]}`` of the all-time board serialised, reused with the cached top 10."""
-        return (await self._top())[1]
-
-    async def _top(self) -> tuple[list[Entry], bytes]:
-        cached = self._top_cache
-        if cached is not None and time.monotonic() - cached[0] < self.top_cache_s:
-            return cached[1], cached[2]
-        _, top, from_redis = await self._page(ALL_TIME, None, None, 10)
-        body = orjson.dumps({"top": top})
-        if from_redis:  # PostgreSQL's answer is not kept: Redis is back soon, or it is not
-            self._top_cache = (time.monotonic(), top, body)
-        return top, body
-
-    async def page(
-        self,
-        board: str,
-        season: int | None,
-        after: tuple[int, int, int] | None,
-        limit: int,
-    ) -> tuple[int, list[Entry]]:
-        """``limit`` entries of a board's season (default: the current one) after the keyset
-        position ``after``: from Redis for the current season's first page, else from
-        PostgreSQL; (season, entries)."""
-        found, entries, _ = await self._page(board, season, after, limit)
-        return found, entries
-
-    async def _page(
-        self, board: str, season: int | None, after: tuple[int, int, int] | None, limit: int
-    ) -> tuple[int, list[Entry], bool]:
-        if season is None and after is None:
-            if self.breaker.usable():
-                try:
-                    page = await self.ranking.page(board, 0, limit)
-                except REDIS_ERRORS as exc:
-                    self._redis_failed("top", exc)
-                else:
-                    if page is not None:
-                        return page.season, page.entries, True
-                    self.schedule_rebuild(board)
-            else:
-                metrics.REDIS_FALLBACKS.labels("top").inc()
-        with answering("the leaderboard"):
-            season = season or await self._current_season(board)
-            found = await scores.page(self.db, scores.Source(board, season), after, limit)
-        return season, found, False
-
-    async def keyset(self, board: str, season: int, entry: Entry) -> tuple[int, int, int]:
-        """Where a page ending with ``entry`` ends, for the next page's cursor."""
-        with answering("the leaderboard"):
-            found = await scores.page_keys(self.db, scores.Source(board, season), entry)
-        # The user moved since (a later completion): continue after its new position.
-        return found or (entry["score"], 0, entry["rank"])
-
-    async def user(
-        self, user_id: str, board: str = ALL_TIME, season: int | None = None
-    ) -> UserView:
-        view: UserView | object | None = NOT_READY
-        if season is None and self.breaker.usable():
-            try:
-                view = await self.ranking.user(user_id, self.around, board)
-            except REDIS_ERRORS as exc:
-                self._redis_failed("user", exc)
-            if view is NOT_READY:
-                self.schedule_rebuild(board)
-        if view is NOT_READY:
-            with answering("the leaderboard"):
-                season = season or await self._current_season(board)
-                view = await scores.user_view(
-                    self.db, user_id, self.around, scores.Source(board, season)
-                )
-        if view is None:
-            raise AppError(404, "unknown_user", f"user {user_id!r} has no score yet")
-        assert isinstance(view, UserView)
-        return view
-
-    async def _current_season(self, board: str) -> int:
-        found = await scores.current_season(self.db, board)
-        if found is None:  # seasons are written a day ahead: only if nobody wrote them
-            raise unavailable(f"the current season of {board!r}")
-        return found
-
-    async def season(self, board: str, number: int | None) -> Season | None:
-        """A season's span (the current one by this process's clock if ``number`` is None)."""
-        if number is None:
-            return self.seasons.current(board)
-        if board == ALL_TIME:
-            return self.seasons.current(board) if number == 1 else None
-        for known in self.seasons.schedule.get(board, []):
-            if known.number == number:
-                return known
-        with answering("the leaderboard"):
-            return await scores.season(self.db, board, number)
 
 
 def _rejected(status: int, code: str, message: str) -> AppError:
     metrics.REJECTED.labels(code).inc()
     return AppError(status, code, message)
-
-
-def _unavailable(what: str) -> AppError:
-    """PostgreSQL could not answer: 503 ``unavailable`` (counted), the one translation."""
-    metrics.DB_UNAVAILABLE.inc()
-    return unavailable(what)
-
-
-@contextlib.contextmanager
-def answering(what: str) -> Iterator[None]:
-    """Run a read that needs PostgreSQL; :func:`_unavailable` if it cannot answer."""
-    try:
-        yield
-    except DatabaseUnavailable as exc:
-        raise _unavailable(what) from exc

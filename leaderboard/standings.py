@@ -30,4 +30,12 @@ class UserView:
     score: int
     rank: int
     around: list[Entry]
-    season: int = 1
+    season: int
+    total: int  # how many users the season ranks
+
+    @property
+    def percentile(self) -> float:
+        """The share of the season's ranked users at or below this user, in percent: 100 for
+        the first, 100/total for the last (ranks are unique: ties go to who reached the score
+        first)."""
+        return 100 * (self.total - self.rank + 1) / self.total

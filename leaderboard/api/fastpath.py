@@ -61,7 +61,7 @@ async def _complete(svc: Services, scope: Scope, receive: Receive) -> Reply:
 
 async def _top(svc: Services, scope: Scope, receive: Receive) -> Reply:
     try:
-        return Reply(200, await svc.leaderboard.top_body())
+        return Reply(200, await svc.leaderboard.reads.top_body())
     except AppError as exc:
         return Reply(exc.status, error_body(exc.code, exc.message), exc.headers)
 

@@ -79,6 +79,7 @@ class BoardPage(SeasonSpan):
     board: str
     top: list[Entry] = Field(description="the page: the top 10 by default")
     nextCursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
+    total: int = Field(description="how many users the season ranks")
 
 
 class BoardUserResponse(SeasonSpan):
@@ -87,6 +88,19 @@ class BoardUserResponse(SeasonSpan):
     score: int
     rank: int
     around: list[Entry]
+    percentile: float = Field(
+        description="the share of the season's ranked users at or below this one, in percent:"
+        " 100 for the first, 100/total for the last"
+    )
+
+
+class BoardUsersResponse(SeasonSpan):
+    board: str
+    users: list[Entry] = Field(
+        description="the ranked ones of the users asked for, best first, with their ranks on"
+        " the whole season; a user without a score is left out"
+    )
+    total: int = Field(description="how many users the season ranks")
 
 
 class CatalogResponse(BaseModel):

@@ -82,6 +82,7 @@ class Recorded:
 class Page:
     season: int
     entries: list[Entry]
+    total: int  # how many users the season ranks
 
 
 NOT_READY = object()
@@ -114,6 +115,7 @@ class Ranking:
         self._load = client.register_script(ranking_scripts.LOAD)
         self._top = make(ranking_scripts.TOP)
         self._user = make(ranking_scripts.USER)
+        self._users = make(ranking_scripts.USERS)
         self.generations = Generations(client)
 
     async def record(self, user_id: str, updates: list[Standing]) -> Recorded:
@@ -176,7 +178,7 @@ class Ranking:
         reply = await self._top(keys=[board.scores, board.top10], args=[offset, offset + limit - 1])
         if not int(reply[0]):
             return None
-        return Page(int(reply[1]), _entries(reply[2], offset + 1))
+        return Page(int(reply[1]), _entries(reply[2], offset + 1), int(reply[3]))
 
     async def user(
         self, user_id: str, radius: int, board_id: str = ALL_TIME
@@ -191,7 +193,22 @@ class Ranking:
         season, rank0, first0, flat = int(reply[1]), int(reply[2]), int(reply[3]), reply[4]
         around = _entries(flat, first0 + 1)
         me = around[rank0 - first0]
-        return UserView(user_id, me["score"], rank0 + 1, around, season)
+        return UserView(user_id, me["score"], rank0 + 1, around, season, int(reply[5]))
+
+    async def users(self, user_ids: list[str], board_id: str = ALL_TIME) -> Page | None:
+        """The ranked ones of ``user_ids`` with their ranks on the whole board, best first (one
+        script: one round trip); None if the ranking is not (yet) complete in Redis."""
+        board = self.keys.board(board_id)
+        reply = await self._users(keys=[board.scores, board.top10], args=user_ids)
+        if not int(reply[0]):
+            return None
+        flat = reply[3]
+        entries: list[Entry] = [
+            {"rank": int(flat[i + 1]) + 1, "userId": _text(flat[i]), "score": decode(flat[i + 2])}
+            for i in range(0, len(flat), 3)
+        ]
+        entries.sort(key=lambda e: e["rank"])
+        return Page(int(reply[1]), entries, int(reply[2]))
 
     async def is_ready(self, board_id: str) -> bool:
         return await self.client.hget(self.keys.board(board_id).top10, "ranking") == b"ready"

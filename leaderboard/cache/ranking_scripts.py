@@ -216,16 +216,16 @@ return changed
 )
 
 # KEYS: scores, top10.  ARGV: first, last (0-based ranks).
-# Returns {0} (not ready) or {1, season, {member, composite, member, composite, ...}}.
+# Returns {0} (not ready) or {1, season, {member, composite, member, composite, ...}, total}.
 TOP = """
 if redis.call('HGET', KEYS[2], 'ranking') ~= 'ready' then return {0} end
 return {1, tonumber(redis.call('HGET', KEYS[2], 'season') or '1'),
-  redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES')}
+  redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES'), redis.call('ZCARD', KEYS[1])}
 """
 
 # KEYS: scores, top10.  ARGV: user, radius.
 # Returns {0} (not ready), {1, season} (unknown user) or
-# {1, season, rank0, first0, {member, composite, ...}}.
+# {1, season, rank0, first0, {member, composite, ...}, total}.
 USER = """
 if redis.call('HGET', KEYS[2], 'ranking') ~= 'ready' then return {0} end
 local season = tonumber(redis.call('HGET', KEYS[2], 'season') or '1')
@@ -233,5 +233,23 @@ local rank = redis.call('ZREVRANK', KEYS[1], ARGV[1])
 if not rank then return {1, season} end
 local first = math.max(rank - tonumber(ARGV[2]), 0)
 return {1, season, rank, first, redis.call('ZREVRANGE', KEYS[1], first,
-  rank + tonumber(ARGV[2]), 'WITHSCORES')}
+  rank + tonumber(ARGV[2]), 'WITHSCORES'), redis.call('ZCARD', KEYS[1])}
+"""
+
+# KEYS: scores, top10.  ARGV: users (a list of friends, up to 100).
+# Returns {0} (not ready) or {1, season, total, {member, rank0, composite, ...}}: of the users
+# who have a rank, in the order asked.
+USERS = """
+if redis.call('HGET', KEYS[2], 'ranking') ~= 'ready' then return {0} end
+local found = {}
+for i = 1, #ARGV do
+  local rank = redis.call('ZREVRANK', KEYS[1], ARGV[i])
+  if rank then
+    found[#found + 1] = ARGV[i]
+    found[#found + 1] = rank
+    found[#found + 1] = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  end
+end
+return {1, tonumber(redis.call('HGET', KEYS[2], 'season') or '1'),
+  redis.call('ZCARD', KEYS[1]), found}
 """

@@ -98,6 +98,10 @@ async def user_view(
         if me is None:
             return None
         score, seq = me["score"], me["reached_seq"]
+        total_rows, total_args = source.rows(1)
+        total = await conn.fetchval(
+            f"SELECT count(*) FROM {total_rows}", *total_args, timeout=db.timeout
+        )
         rank = 1 + await conn.fetchval(
             f"SELECT count(*) FROM {count_rows} AND (score > $1 OR (score = $1 AND "
             "reached_seq < $2))",
@@ -133,7 +137,30 @@ async def user_view(
         {"rank": rank + i, "userId": r["user_id"], "score": r["score"]}
         for i, r in enumerate(below, 1)
     ]
-    return UserView(user_id, score, rank, around, source.season)
+    return UserView(user_id, score, rank, around, source.season, total)
+
+
+async def count(db: Database, source: Source) -> int:
+    """How many users the season ranks."""
+    rows_sql, args = source.rows(1)
+    row = await db.fetchrow(f"SELECT count(*) AS n FROM {rows_sql}", *args)
+    assert row is not None
+    return int(row["n"])
+
+
+async def users(db: Database, source: Source, user_ids: list[str]) -> list[Entry]:
+    """The ranked ones of ``user_ids`` with their ranks on the whole season, best first."""
+    me_rows, me_args = source.rows(2)
+    above_rows, _ = source.rows(2)
+    found = await db.fetch(
+        f"SELECT me.user_id, me.score, 1 + (SELECT count(*) FROM {above_rows}"
+        " AND (score > me.score OR (score = me.score AND reached_seq < me.reached_seq)))"
+        f" AS rank FROM (SELECT user_id, score, reached_seq FROM {me_rows}"
+        " AND user_id = ANY($1)) AS me ORDER BY rank",
+        user_ids,
+        *me_args,
+    )
+    return [{"rank": r["rank"], "userId": r["user_id"], "score": r["score"]} for r in found]
 
 
 async def all_scores(

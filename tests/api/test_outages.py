@@ -210,5 +210,5 @@ async def test_a_started_api_records_what_a_killed_one_committed_but_never_ranke
             return await successor.services.redis.zscore(keys.scores, user) is not None
 
         await eventually(ranked, timeout=10)
-        assert (await board.user(user)).score == 50
+        assert (await board.reads.user(user)).score == 50
     assert await api.services.leaderboard.catch_up(60) == 0  # nothing left to record

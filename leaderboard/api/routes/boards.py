@@ -1,4 +1,5 @@
-"""GET /api/leaderboards, /api/leaderboards/{board} and /api/leaderboards/{board}/users/{userId}.
+"""GET /api/leaderboards, /api/leaderboards/{board}, /api/leaderboards/{board}/users?ids= and
+/api/leaderboards/{board}/users/{userId}.
 
 Every board alike, the all-time one included (``all-time``: the same standings as
 ``/api/leaderboard``). Pages are keyset-paginated: the cursor holds the season and the last
@@ -20,14 +21,25 @@ from fastapi.responses import Response
 
 import leaderboard.api.routes.path_convertors  # noqa: F401 - registers the {userId:userid} convertor
 from leaderboard.api.deps import ServicesDep
-from leaderboard.api.schemas import BoardPage, BoardsResponse, BoardUserResponse, errors
+from leaderboard.api.schemas import (
+    BoardPage,
+    BoardsResponse,
+    BoardUserResponse,
+    BoardUsersResponse,
+    errors,
+)
 from leaderboard.api.services import Services
 from leaderboard.boards import Season
 from leaderboard.errors import AppError
+from leaderboard.reads import MAX_USERS
 
 router = APIRouter()
 
 MAX_LIMIT = 100
+# A request line percent-encodes a character in up to 12 bytes, and the HTTP parser refuses a
+# request head over 80 KiB with a plain-text 400 before the app sees it: 5,000 characters stay
+# under that whatever they are (100 ids of 49 characters).
+MAX_IDS_CHARS = 5000
 
 
 def _json(body: Any) -> Response:
@@ -41,7 +53,7 @@ def _board(svc: Services, board: str) -> str:
 
 
 async def _season(svc: Services, board: str, number: int | None) -> Season:
-    found = await svc.leaderboard.season(board, number)
+    found = await svc.leaderboard.reads.season(board, number)
     if found is None:
         if number is None:
             raise AppError(503, "unavailable", f"the current season of {board!r} is not known")
@@ -106,13 +118,58 @@ async def board_page(
         season = cursor_season
     if season is not None:
         await _season(svc, board, season)  # 404 for a season that never was
-    number, entries = await svc.leaderboard.page(board, season, after, limit)
-    span = await _season(svc, board, number)
+    page = await svc.leaderboard.reads.page(board, season, after, limit)
+    span = await _season(svc, board, page.season)
     next_cursor = None
-    if len(entries) == limit:
-        position = await svc.leaderboard.keyset(board, number, entries[-1])
-        next_cursor = _encode_cursor(number, position)
-    return _json({"board": board, **span.public(), "top": entries, "nextCursor": next_cursor})
+    if len(page.entries) == limit:
+        position = await svc.leaderboard.reads.keyset(board, page.season, page.entries[-1])
+        next_cursor = _encode_cursor(page.season, position)
+    return _json(
+        {
+            "board": board,
+            **span.public(),
+            "top": page.entries,
+            "nextCursor": next_cursor,
+            "total": page.total,
+        }
+    )
+
+
+def _user_ids(ids: str) -> list[str]:
+    listed = list(dict.fromkeys(i for i in ids.split(",") if i))  # in order, once each
+    if not listed:
+        raise AppError(400, "invalid_request", "ids: name at least one user")
+    if len(listed) > MAX_USERS:
+        raise AppError(400, "invalid_request", f"ids: at most {MAX_USERS} users")
+    if any(len(i) > 128 for i in listed):
+        raise AppError(400, "invalid_request", "ids: a user id is at most 128 characters")
+    return listed
+
+
+@router.get(
+    "/api/leaderboards/{board}/users",
+    response_model=BoardUsersResponse,
+    responses=errors(400, 404, 503),
+)
+async def board_users(
+    svc: ServicesDep,
+    board: str,
+    ids: str = Query(
+        max_length=MAX_IDS_CHARS,
+        description=f"comma-separated user ids, up to {MAX_USERS} (a friends list)",
+    ),
+    season: int | None = Query(None, ge=1, le=2**31 - 1, description="default: the current one"),
+) -> Response:
+    """The given users ranked together (a friends list), each with their rank on the whole
+    season: one Redis round trip for the current season. Users without a score are left
+    out."""
+    board = _board(svc, board)
+    wanted = _user_ids(ids)
+    if season is not None:
+        await _season(svc, board, season)
+    page = await svc.leaderboard.reads.users(wanted, board, season)
+    span = await _season(svc, board, page.season)
+    return _json({"board": board, **span.public(), "users": page.entries, "total": page.total})
 
 
 @router.get(
@@ -131,7 +188,7 @@ async def board_user(
     board = _board(svc, board)
     if season is not None:
         await _season(svc, board, season)
-    view = await svc.leaderboard.user(userId, board, season)
+    view = await svc.leaderboard.reads.user(userId, board, season)
     span = await _season(svc, board, view.season)
     return _json(
         {
@@ -141,5 +198,6 @@ async def board_user(
             "score": view.score,
             "rank": view.rank,
             "around": view.around,
+            "percentile": view.percentile,
         }
     )

@@ -17,7 +17,7 @@ router = APIRouter()
 async def top10(svc: ServicesDep) -> Response:
     """The top 10; ties: who reached the score first ranks higher. Served by the ASGI fast
     path (same function)."""
-    return Response(await svc.leaderboard.top_body(), media_type="application/json")
+    return Response(await svc.leaderboard.reads.top_body(), media_type="application/json")
 
 
 @router.get(
@@ -30,6 +30,6 @@ async def user_rank(
     userId: str = Path(min_length=1, max_length=128),
 ) -> Response:
     """A user's score, rank and neighbours above and below."""
-    view = await svc.leaderboard.user(userId)
+    view = await svc.leaderboard.reads.user(userId)
     body = {"userId": view.user_id, "score": view.score, "rank": view.rank, "around": view.around}
     return Response(orjson.dumps(body), media_type="application/json")
