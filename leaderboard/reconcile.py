@@ -1,5 +1,5 @@
-"""The reconciliation: every completion and every admin adjustment is checked against the Redis
-rankings once, a few seconds after it was written, by one API process at a time.
+"""The reconciliation: every completion, admin adjustment, ban and unban is checked against the
+Redis rankings once, a few seconds after it was written, by one API process at a time.
 
 The other repairs each follow a failure that some process saw: a missed record (rebuild), an
 award with an unknown outcome, a predecessor killed mid-request (catch-up at start). This one
@@ -18,7 +18,9 @@ users' standings in PostgreSQL against the rankings, recording what the rankings
 an older standing of. Each completion is read once (ids are in the primary key's order),
 whichever process checks it. Adjustments the same way, with a watermark of their own: an
 adjustment that Redis missed, or whose process died before its Redis step, has a newer standing
-than the ranking's (a lower score, if it took points back), which the record then sets.
+than the ranking's (a lower score, if it took points back), which the record then sets. Bans
+and unbans (``admin_audit``) too: their Redis step is carried out again from PostgreSQL's state
+(:meth:`Repair.moderate_lacking`), so one whose process died after its commit converges.
 """
 
 from __future__ import annotations
@@ -45,10 +47,13 @@ return 1
 
 @dataclass
 class _Stream:
-    """Rows with increasing ids whose users' standings are checked: completions, adjustments."""
+    """Rows with increasing ids whose users' standings are checked: completions, adjustments,
+    bans and unbans."""
 
     table: str
     watermark: str  # Redis key: the last id checked
+    users: str = "user_id"  # the column naming the user
+    where: str = "true"  # which rows count
     # (monotonic time, largest id visible then), oldest first.
     notes: deque[tuple[float, int]] = field(default_factory=deque)
 
@@ -68,6 +73,12 @@ class Reconciler:
         self._streams = (
             _Stream("completions", self.keys.reconciled),
             _Stream("adjustments", self.keys.reconciled_adjustments),
+            _Stream(
+                "admin_audit",
+                self.keys.reconciled_moderation,
+                users="subject",  # NULL once the user is erased
+                where="action IN ('ban', 'unban') AND subject IS NOT NULL",
+            ),
         )
 
     async def run(self) -> None:
@@ -117,8 +128,8 @@ class Reconciler:
         if checked >= upto:
             return 0
         rows = await self.repair.db.fetch(
-            f"SELECT id, user_id FROM {stream.table}"  # noqa: S608 - constant
-            " WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+            f"SELECT id, {stream.users} AS user_id FROM {stream.table}"  # noqa: S608 - constant
+            f" WHERE {stream.where} AND id > $1 AND id <= $2 ORDER BY id LIMIT $3",
             checked,
             upto,
             self.batch,
@@ -126,7 +137,9 @@ class Reconciler:
         reached = int(rows[-1]["id"]) if len(rows) == self.batch else upto
         users = sorted({r["user_id"] for r in rows})
         recorded = 0
-        if users:
+        if users and stream.table == "admin_audit":
+            await self.repair.moderate_lacking(users)
+        elif users:
             found = await scores.standings(self.repair.db, users=users)
             recorded = await self.repair.record_lacking(found, "reconcile")
         await self._advance(keys=[stream.watermark], args=[reached])

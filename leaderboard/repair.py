@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from leaderboard import metrics, supervise
 from leaderboard.cache.errors import REDIS_ERRORS
 from leaderboard.cache.ranking import Ranking, RankingRangeError, encode, reached_seq
+from leaderboard.db import moderation as db_moderation
 from leaderboard.db import scores
 from leaderboard.db.awards import committed
 from leaderboard.db.pool import Database, DatabaseUnavailable
@@ -128,6 +129,20 @@ class Repair:
         for user, updates in lacking.items():
             await self.record(user, updates)
         return len(lacking)
+
+    async def moderate_lacking(self, users: list[str]) -> None:
+        """Carry out again the Redis step of bans and unbans of ``users`` from PostgreSQL's
+        state (idempotent): a hidden user is blocked, one no longer hidden let back in with
+        their standings. A ban or unban whose process died after its commit, or whose Redis
+        failed, converges so without anyone repeating it."""
+        hidden = await db_moderation.hidden(self.db, users)
+        shown = [u for u in users if u not in hidden]
+        found = await scores.standings(self.db, users=shown) if shown else {}
+        for user in users:
+            if user in hidden:
+                await self.ranking.block(user, self.boards)
+            else:
+                await self.ranking.set_standings(user, found.get(user, []), self.boards)
 
     async def catch_up(self, window_s: float) -> int:
         """Record the standings reached in the last ``window_s`` that the rankings lack."""

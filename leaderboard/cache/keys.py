@@ -70,6 +70,12 @@ class Keys:
         return f"{self.prefix}leaderboard:reconciled-adjustments"
 
     @property
+    def reconciled_moderation(self) -> str:
+        """String: the id of the last ban or unban (``admin_audit``) the reconciliation
+        checked."""
+        return f"{self.prefix}leaderboard:reconciled-moderation"
+
+    @property
     def reconcile_lock(self) -> str:
         return f"{self.prefix}leaderboard:reconcile-lock"
 

@@ -102,6 +102,19 @@ async def unban(db: Database, user_id: str, reason: str, actor: str) -> bool:
     return True
 
 
+async def hidden(db: Database, users: list[str]) -> set[str]:
+    """Of ``users``, those no ranking may show: banned, or erased or being erased."""
+    rows = await db.fetch(
+        "SELECT u FROM unnest($1::text[]) AS u WHERE"
+        " EXISTS (SELECT 1 FROM bans b WHERE b.user_id = u)"
+        " OR EXISTS (SELECT 1 FROM scores s WHERE s.user_id = u AND s.banned)"
+        " OR EXISTS (SELECT 1 FROM erased_users e"
+        "            WHERE e.user_hash = sha256(convert_to(u, 'UTF8')))",
+        users,
+    )
+    return {r["u"] for r in rows}
+
+
 async def banned(db: Database, user_id: str) -> bool:
     row = await db.fetchrow("SELECT 1 FROM bans WHERE user_id = $1", user_id)
     return row is not None

@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from leaderboard.boards import ALL_TIME
 from leaderboard.cache.keys import Keys
 from leaderboard.cache.ranking import Ranking, encode
+from leaderboard.db import moderation as db_moderation
 from leaderboard.db import scores
 from leaderboard.moderation import Moderation
 from leaderboard.service import Leaderboard
@@ -313,3 +314,34 @@ async def test_a_rebuild_leaves_out_a_user_banned_after_it_read_them(
     await lb.ranking.rebuild(ALL_TIME, 1, _batch((user, read)))
     assert await lb.client.zscore(lb.ranking.keys.scores, user) is None
     assert await _differences(lb) == {}
+
+
+async def test_the_reconciliation_carries_out_bans_and_unbans_whose_redis_step_was_lost(
+    board: Leaderboard, new_user: Callable[[], str]
+) -> None:
+    """A ban or unban committed in PostgreSQL whose process died before its Redis step (or
+    whose Redis failed): nobody is told to repeat it, and the reconciliation brings the
+    rankings in line: the banned user out and kept out, the unbanned one back exactly."""
+    lb = board
+    reconciler = lb.reconciler
+    await reconciler.round(now=0.0)
+    await reconciler.round(now=reconciler.lag_s)  # the watermarks start here
+    banned, unbanned = new_user(), new_user()
+    for user in (banned, unbanned):
+        await lb.complete(user, "complete-profile", {}, f"req-{user}")
+    await Moderation(lb, settle_s=1.0).ban(unbanned, "cheating", "ops")
+    before = await _standing(lb, unbanned)
+    await db_moderation.ban(lb.db, banned, "cheating", "ops")  # PostgreSQL only
+    await db_moderation.unban(lb.db, unbanned, "appeal", "ops")
+    assert await lb.client.zscore(lb.ranking.keys.scores, banned) is not None
+    assert await lb.client.zscore(lb.ranking.keys.scores, unbanned) is None
+
+    t = reconciler.lag_s + 1
+    await reconciler.round(now=t)
+    await reconciler.round(now=t + reconciler.lag_s)
+    assert await lb.client.zscore(lb.ranking.keys.scores, banned) is None
+    back = await lb.client.zscore(lb.ranking.keys.scores, unbanned)
+    assert back == encode(before.score, before.reached_seq)  # the exact score and tie-break
+    assert banned not in await _differences(lb) and unbanned not in await _differences(lb)
+    await lb.record(banned, [Standing(ALL_TIME, 1, 999, 1)])  # a late record stays out
+    assert await lb.client.zscore(lb.ranking.keys.scores, banned) is None
