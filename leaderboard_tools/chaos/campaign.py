@@ -7,9 +7,9 @@ followed by a wait until the world is healthy again (every member streaming, ser
 ready) and a short steady state. The partition drill is the same run with one fault.
 Throughout, writers complete actions through the API (each a fresh user, so each
 acknowledgement is one row to look for), viewers watch the top 10 over WebSockets, and a
-direct client writes to the primary it is connected to; with ``Plan.moderate`` (not yet the
-default) a moderator bans, unbans, adjusts and erases users who are completing actions at the
-same time (:mod:`leaderboard_tools.chaos.moderator`).
+direct client writes to the primary it is connected to; a moderator (``Plan.moderate``) bans,
+unbans, adjusts and erases users who are completing actions at the same time
+(:mod:`leaderboard_tools.chaos.moderator`).
 """
 
 from __future__ import annotations
@@ -57,9 +57,7 @@ class Plan:
     viewers: int = 20
     recovery_timeout_s: float = 90.0
     max_faults: int | None = None  # stop after this many, whatever the duration left
-    # Run the moderator beside the writers: off by default until the two failures seen with it
-    # (a partition drill, the kill-api/kill-redis test: cause not yet known) are explained.
-    moderate: bool = False
+    moderate: bool = True  # a moderator beside the writers (bans, unbans, adjustments, erasures)
 
     def schedule(self, rng: random.Random) -> Any:
         while True:

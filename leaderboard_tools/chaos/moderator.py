@@ -173,6 +173,7 @@ class Moderator:
         self._server = auth.mint(settings, "chaos-backend", ttl=7200, scope="server")
         self._run = uuid.uuid4().hex[:8]
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def __aenter__(self) -> Moderator:
         self._client = httpx.AsyncClient(base_url=self.api_url, timeout=5.0)
@@ -180,14 +181,21 @@ class Moderator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """The episode under way ends first, as a live-ops team finishes what it started
+        (a ban repeated until answered): cut mid-way, it left a half-done erasure behind,
+        which only its repeat completes."""
         assert self._task is not None
-        self._task.cancel()
+        self._stopping = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), REPEAT_FOR_S + 10)
+        except TimeoutError:
+            self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         await self._client.aclose()
 
     async def _loop(self) -> None:
         n = 0
-        while True:
+        while not self._stopping:
             n += 1
             episode = Episode(f"mod-{self._run}-{n}")
             self.episodes.append(episode)
