@@ -150,15 +150,14 @@ async def count(db: Database, source: Source) -> int:
 
 async def users(db: Database, source: Source, user_ids: list[str]) -> list[Entry]:
     """The ranked ones of ``user_ids`` with their ranks on the whole season, best first."""
-    me_rows, me_args = source.rows(2)
-    above_rows, _ = source.rows(2)
+    rows_sql, args = source.rows(2)  # both the users' rows and the rows above them
     found = await db.fetch(
-        f"SELECT me.user_id, me.score, 1 + (SELECT count(*) FROM {above_rows}"
+        f"SELECT me.user_id, me.score, 1 + (SELECT count(*) FROM {rows_sql}"
         " AND (score > me.score OR (score = me.score AND reached_seq < me.reached_seq)))"
-        f" AS rank FROM (SELECT user_id, score, reached_seq FROM {me_rows}"
+        f" AS rank FROM (SELECT user_id, score, reached_seq FROM {rows_sql}"
         " AND user_id = ANY($1)) AS me ORDER BY rank",
         user_ids,
-        *me_args,
+        *args,
     )
     return [{"rank": r["rank"], "userId": r["user_id"], "score": r["score"]} for r in found]
 
