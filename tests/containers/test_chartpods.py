@@ -21,6 +21,7 @@ from leaderboard_tools.containers.chartpods import Release
 from leaderboard_tools.containers.engine import Engine, aardvark_dir
 from leaderboard_tools.containers.kubelet import Doc, PodSpecError
 from leaderboard_tools.containers.release import ChartUpError
+from leaderboard_tools.devstack.process import StackError, wait_for
 
 # Every test is async, so pytest-asyncio keeps them in one group: a sync test among them
 # would be ordered apart, and the module's chart-up would run twice.
@@ -92,13 +93,24 @@ async def test_a_second_chart_up_replaced_the_first(
 async def test_the_standby_streams_synchronously_through_the_rw_service(
     engine: Engine, release: tuple[Release, dict[str, Any], str]
 ) -> None:
-    done = engine.run(
-        "exec", f"{FULL}-pg-0", "psql", "-h", "/var/run/postgresql", "-U", "postgres", "-XAtc",
-        "SELECT application_name, state, sync_state FROM pg_stat_replication",
-    )  # fmt: skip
-    assert sorted(done.stdout.split()) == [  # ANY 1 (*): quorum
-        f"{FULL}-pg-1|streaming|quorum", f"{FULL}-pg-2|streaming|quorum",
-    ]  # fmt: skip
+    # A member is ready when PostgreSQL accepts connections (pg_isready); the second standby
+    # may still be connecting then, so poll: both stream, in the quorum, within a deadline.
+    want = [f"{FULL}-pg-1|streaming|quorum", f"{FULL}-pg-2|streaming|quorum"]  # ANY 1 (*)
+    seen: list[str] = []
+
+    async def both_stream() -> bool:
+        done = await asyncio.to_thread(
+            engine.run,
+            "exec", f"{FULL}-pg-0", "psql", "-h", "/var/run/postgresql", "-U", "postgres", "-XAtc",
+            "SELECT application_name, state, sync_state FROM pg_stat_replication",
+        )  # fmt: skip
+        seen[:] = sorted(done.stdout.split())
+        return seen == want
+
+    try:
+        await wait_for(both_stream, timeout=60, what="both standbys streaming", interval=0.5)
+    except StackError:
+        assert seen == want  # says which standby is missing
 
 
 async def test_the_pods_resolve_every_dns_form_of_a_service(
