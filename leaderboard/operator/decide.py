@@ -14,66 +14,12 @@ them missing might be the one with the newest write) and pick the highest LSN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Literal
+from leaderboard.operator.planned import leave_terminating_primary, rollout
+from leaderboard.operator.state import Action, Cluster, Decision, Durability, Member
 
-Durability = Literal["required", "preferred"]
-
-
-class Action(StrEnum):
-    NONE = "none"
-    PROMOTE = "promote"
-    FENCE = "fence"
-    REJOIN = "rejoin"
-    REPOINT = "repoint"
-    ENABLE_SYNC = "enable-sync"
-    SWITCHOVER = "switchover"
-    RESTART = "restart"
-
-
-@dataclass(frozen=True)
-class Member:
-    """What one probe of one member saw, plus how many probes in a row failed."""
-
-    name: str
-    reachable: bool
-    role: Literal["primary", "replica"] | None = None
-    lsn: int = 0  # primary: current WAL LSN; replica: last received (flushed) LSN
-    timeline: int = 0
-    upstream: str | None = None  # replica: the member it streams from, if streaming
-    failed_probes: int = 0
-    running: bool = True  # its process (or pod) exists, whether or not it answers
-    sync_standbys_enabled: bool = True  # primary: synchronous_standby_names is set
-    stalled_probes: int = 0  # replica: probes in a row that found it answering but not streaming
-
-
-@dataclass(frozen=True)
-class Cluster:
-    members: tuple[Member, ...]
-    primary: str  # the member the operator made primary (routing points at it)
-    sync_candidates: frozenset[str] = frozenset()  # may hold the newest acknowledged write
-    sync_streaming: frozenset[str] = frozenset()  # what the primary reports now (for metrics)
-    durability: Durability = "required"
-    failure_threshold: int = 3
-    stall_threshold: int = 10  # a replica not streaming for this many probes is rejoined
-    paused: bool = False
-    switchover_to: str | None = None
-
-    def member(self, name: str) -> Member | None:
-        return next((m for m in self.members if m.name == name), None)
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    reason: str
-    target: str | None = None
-    old_primary: str | None = None
-    notes: tuple[str, ...] = field(default=())
-
-    def __str__(self) -> str:
-        return f"{self.action.value}{' ' + self.target if self.target else ''}: {self.reason}"
+__all__ = [
+    "Action", "Cluster", "Decision", "Durability", "Member", "decide", "remember_candidates",
+]  # fmt: skip
 
 
 def remember_candidates(
@@ -140,7 +86,11 @@ def decide(cluster: Cluster) -> Decision:
             target=primary.name,
         )
 
-    if primary.failed_probes < cluster.failure_threshold and primary.running:
+    if (
+        primary.failed_probes < cluster.failure_threshold
+        and primary.running
+        and not primary.terminating
+    ):
         return Decision(
             Action.NONE,
             f"{primary.name} missed {primary.failed_probes} of {cluster.failure_threshold} "
@@ -151,6 +101,8 @@ def decide(cluster: Cluster) -> Decision:
 
 def _healthy(cluster: Cluster, primary: Member) -> Decision:
     replicas = [m for m in cluster.members if m.name != primary.name]
+    if primary.terminating:
+        return leave_terminating_primary(cluster, primary, replicas)
     if cluster.switchover_to and cluster.switchover_to != primary.name:
         target = cluster.member(cluster.switchover_to)
         if target is None or not (target.reachable and target.role == "replica"):
@@ -171,6 +123,12 @@ def _healthy(cluster: Cluster, primary: Member) -> Decision:
     if (cut_off := _cut_from_its_standbys(cluster, primary, replicas)) is not None:
         return cut_off
     for replica in replicas:
+        if replica.terminating and not replica.reachable:
+            return Decision(
+                Action.NONE,
+                f"{replica.name}'s pod is terminating; its StatefulSet brings it back "
+                f"as a replica of {primary.name}",
+            )
         if not replica.reachable and not replica.running:
             return Decision(
                 Action.REJOIN,
@@ -215,6 +173,8 @@ def _healthy(cluster: Cluster, primary: Member) -> Decision:
             "requiring a synchronous standby again",
             target=primary.name,
         )
+    if cluster.outdated:
+        return rollout(cluster, primary, replicas)
     return Decision(
         Action.NONE,
         f"{primary.name} is the primary; {len(streaming)} of {len(replicas)} replicas streaming",
@@ -253,9 +213,11 @@ def _cut_from_its_standbys(
 def _failover(cluster: Cluster, primary: Member) -> Decision:
     # A process (or pod) that is gone is not a slow probe: no need to wait for more misses.
     down = (
-        f"{primary.name} failed {primary.failed_probes} probes in a row"
-        if primary.running
-        else f"{primary.name} is not running (its process or pod is gone)"
+        f"{primary.name} is not running (its process or pod is gone)"
+        if not primary.running
+        else f"{primary.name} stopped answering while its pod terminates"
+        if primary.terminating
+        else f"{primary.name} failed {primary.failed_probes} probes in a row"
     )
     replicas = [m for m in cluster.members if m.name != primary.name]
     healthy = [m for m in replicas if m.reachable and m.role == "replica"]

@@ -20,12 +20,16 @@ class Observations:
         self.sync_streaming: frozenset[str] = frozenset()  # what the primary reports now
         self.archiver: Archiver | None = None  # the primary's, as last probed
 
-    def missed(self, name: str, *, running: bool, counted: bool = True) -> Member:
+    def missed(
+        self, name: str, *, running: bool, terminating: bool = False, counted: bool = True
+    ) -> Member:
         """A probe that failed (refused, timed out, starting up). ``counted=False``: a member
         that is known to be busy starting (not answering is expected; nothing is counted)."""
         failed = self.failures.get(name, 0) + 1 if counted else 0
         self.failures[name] = failed
-        return Member(name, reachable=False, failed_probes=failed, running=running)
+        return Member(
+            name, reachable=False, failed_probes=failed, running=running, terminating=terminating
+        )
 
     def answered(
         self,
@@ -36,6 +40,7 @@ class Observations:
         members: frozenset[str],
         upstream: str | None,
         running: bool,
+        terminating: bool = False,
     ) -> Member:
         """A probe that answered; ``upstream``: the member it streams from, if it streams."""
         self.failures[name] = 0
@@ -54,6 +59,7 @@ class Observations:
             timeline=seen.timeline,
             upstream=upstream if seen.upstream_port is not None else None,
             running=running,
+            terminating=terminating,
             sync_standbys_enabled=bool(seen.sync_names.strip()),
             stalled_probes=stalled,
         )

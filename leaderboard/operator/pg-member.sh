@@ -22,7 +22,8 @@
 # PGDATA, MEMBER_NAME (its application_name and cluster_name), PRIMARY_HOST,
 # PRIMARY_PORT, PGPASSWORD (the superuser's), optional PGBIN (folder of the server binaries),
 # BOOTSTRAP (primary on the one member that may initdb; or BOOTSTRAP_MEMBER names it), CLUSTER_CONF (file appended to
-# postgresql.conf by initdb), PGPORT (the port this member listens on, for `start`).
+# postgresql.conf by initdb), PGPORT (the port this member listens on, for `start`), and for
+# `stop` (the preStop hook) PGSOCKET (its socket folder) and STOP_WAIT_S.
 set -euo pipefail
 
 : "${PGDATA:?}" "${MEMBER_NAME:?}" "${PRIMARY_HOST:?}" "${PRIMARY_PORT:=5432}" "${PGPASSWORD:?}"
@@ -146,8 +147,26 @@ case "${1:-}" in
         apply_hba
         exec postgres -D "$PGDATA" -c "cluster_name=$MEMBER_NAME" -c "port=${PGPORT:-5432}" "$@"
         ;;
+    stop)
+        # The pod's preStop hook. While this member is the primary, hold its shutdown (up to
+        # STOP_WAIT_S) so that the operator, seeing the pod terminate, switches over to a
+        # synchronous replica first; it ends with the operator's fence (a delete with no
+        # grace). Then a fast shutdown, not the smart one SIGTERM would start (that waits for
+        # every client session to end, i.e. for SIGKILL).
+        deadline=$((SECONDS + ${STOP_WAIT_S:-20})) answer=""
+        while (( SECONDS < deadline )); do
+            answer=$(psql -h "${PGSOCKET:-/var/run/postgresql}" -p "${PGPORT:-5432}" -U postgres \
+                -d postgres -XAtc "SELECT NOT pg_is_in_recovery()" 2>/dev/null || echo down)
+            if [[ "$answer" != t ]]; then break; fi
+            sleep 0.5
+        done
+        if [[ "$answer" == t ]]; then
+            log "still the primary after ${STOP_WAIT_S:-20} s: stopping anyway"
+        fi
+        pg_ctl stop -D "$PGDATA" -m fast -w -t 60 >&2 || true
+        ;;
     *)
-        echo "usage: $0 prepare|start [postgres options...]" >&2
+        echo "usage: $0 prepare|start|stop [postgres options...]" >&2
         exit 64
         ;;
 esac

@@ -217,6 +217,30 @@ class Member:
             timeout=300,
         )
 
+    def pre_stop(self, password: str, wait_s: int) -> None:
+        """What a member pod's preStop hook runs (``pg-member.sh stop``): hold the shutdown
+        while this member is the primary, up to ``wait_s``, then stop it fast."""
+        argv, user = self._placed(["bash", MEMBER_SCRIPT, "stop"])
+        run(
+            argv,
+            user=user,
+            env={
+                "PATH": "/usr/bin:/bin",
+                "PGBIN": str(self.bin_dir),
+                "PGDATA": str(self.data_dir),
+                "MEMBER_NAME": self.name,
+                "PRIMARY_HOST": self.host,
+                "PGPASSWORD": password,
+                "PGSOCKET": str(self.sock_dir),
+                "PGPORT": str(self.port),
+                "STOP_WAIT_S": str(wait_s),
+            },
+            what=f"{MEMBER_SCRIPT.name} stop for {self.name}",
+            timeout=wait_s + 90,
+        )
+        if self.process is not None:
+            self.process.poll()  # reap it if the hook stopped the postmaster we started
+
     def checkpoint_lsn(self) -> int:
         """The latest checkpoint's LSN of a stopped member (pg_controldata)."""
         out = run([self.bin("pg_controldata"), "-D", self.data_dir], user=self.user)

@@ -20,6 +20,7 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -34,6 +35,7 @@ from lightkube.resources.core_v1 import Secret, Service
 
 from leaderboard.operator import kube
 from leaderboard.operator.kube import KubeOperator
+from leaderboard.operator.kube.observe import REVISION_LABEL
 from leaderboard.operator.kube.shell import Address
 from leaderboard_tools.devstack.postgres import Member
 from leaderboard_tools.devstack.stack import Stack
@@ -66,6 +68,9 @@ class World:
     instances: list[Instance] = field(default_factory=list)
     statefulset: asyncio.Task[None] | None = None
     stopping: bool = False
+    revision: str | None = None  # the pods' controller-revision-hash (a rollout's tests)
+    recreated: list[str] = field(default_factory=list)  # pods recreate() brought back, in order
+    rw_port: int | None = None  # an emulated -rw Service that recreated members stream from
 
     def obj(self, resource: str, name: str) -> dict[str, Any] | None:
         try:
@@ -100,7 +105,10 @@ class World:
             "metadata": {
                 "name": name,
                 "namespace": NS,
-                "labels": {kube.CLUSTER_LABEL: "pg"},
+                "labels": {
+                    kube.CLUSTER_LABEL: "pg",
+                    **({REVISION_LABEL: self.revision} if self.revision else {}),
+                },
                 "resourceVersion": "1",
             },
             "spec": {
@@ -132,7 +140,10 @@ class World:
         the container is gone, a new pod comes (not started yet), pg-member.sh rewinds the
         data onto the current primary and starts postgres, the startup probe passes."""
         member = self.member(name)
-        primary = self.member(self.status["currentPrimary"])
+        primary: Any = self.member(self.status["currentPrimary"])
+        if self.rw_port is not None:  # as in a pod: PRIMARY_HOST is the -rw Service
+            primary = SimpleNamespace(host="127.0.0.1", port=self.rw_port, name="pg-rw")
+        self.recreated.append(name)
         await asyncio.to_thread(member.kill)
         self.add_pod(name, started=False)
         await asyncio.to_thread(member.follow, primary, self.stack.superuser_password)

@@ -159,6 +159,8 @@ class Act(Observe, Publish):
             await self._repoint(target)
         elif decision.action is Action.ENABLE_SYNC:
             await self._set_sync(target, SYNC_STANDBYS)
+        elif decision.action is Action.ROLL_REPLICA:
+            await self._roll(cr, target, decision)
         elif decision.action is Action.SWITCHOVER:
             assert decision.old_primary is not None
             await self._switchover(cr, target, decision.old_primary, pods, cluster)
@@ -331,6 +333,19 @@ class Act(Observe, Publish):
             how = "waiting for its StatefulSet to recreate the pod"
         self.observed.stalls.reset(name)
         await self._event(cr, "Rejoining", f"{name}: {how}", warning=False)
+
+    async def _roll(self, cr: Any, name: str, decision: Decision) -> None:
+        """A rollout's step: delete the outdated replica's pod (with its grace period: its
+        preStop hook stops postgres fast); its StatefulSet creates it on the new revision and
+        pg-member.sh starts it as a replica. The next step waits until it streams again."""
+        await self._label(name, None)
+        try:
+            await self.client.delete(Pod, name, namespace=self.namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        self.observed.stalls.reset(name)
+        await self._event(cr, "RollingUpdate", str(decision), warning=False)
 
     async def _repoint(self, name: str) -> None:
         """Replicas stream from the -rw Service: a new walreceiver connects to the primary."""

@@ -100,6 +100,7 @@ class KubeOperator(Act):
         if target and target != self.primary:
             await self._finish_promotion(cr, target, members)
         self._count_missing_primary(members)
+        outdated, expected = await self._revisions(pods)
         probe_spec = spec.get("probe", {})
         cluster = Cluster(
             members=tuple(members),
@@ -110,6 +111,8 @@ class KubeOperator(Act):
             failure_threshold=int(probe_spec.get("failureThreshold", 3)),
             paused=bool(spec.get("paused", False)),
             switchover_to=spec.get("switchoverTo") or None,
+            outdated=outdated,
+            expected_members=expected,
         )
         metrics.observe(self.key, cluster)
         metrics.archiving(self.key, self.observed.archiver)
@@ -134,9 +137,10 @@ class KubeOperator(Act):
             pods = await self._pods()
             members = await self._observe(pods, spec)
             self._count_missing_primary(members)
+            outdated, _ = await self._revisions(pods)
             cluster = replace(cluster, members=tuple(members), primary=self.primary)
         await self._route(pods, cluster)
-        await self._publish(spec, list(cluster.members), decision)
+        await self._publish(spec, list(cluster.members), decision, outdated=outdated)
         return spec
 
 

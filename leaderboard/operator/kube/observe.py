@@ -6,11 +6,15 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from lightkube import ApiError
+from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import Pod
 
 from leaderboard.operator.decide import Member
 from leaderboard.operator.kube.shell import CLUSTER_LABEL, Shell, labels_of, name_of, started
 from leaderboard.operator.probe import probe
+
+REVISION_LABEL = "controller-revision-hash"  # set by the StatefulSet controller on each pod
 
 
 class Observe(Shell):
@@ -34,7 +38,9 @@ class Observe(Shell):
 
         async def one(pod: Pod) -> Member:
             name = name_of(pod)
-            running = pod.metadata is not None and pod.metadata.deletionTimestamp is None
+            # A terminating pod's postgres may still run (its preStop hook holds a primary's
+            # shutdown so that it can be switched over): not gone, but leaving.
+            terminating = pod.metadata is not None and pod.metadata.deletionTimestamp is not None
             where = self.address(pod)
             try:
                 if where is None:
@@ -45,11 +51,32 @@ class Observe(Shell):
                 # postgres listens; until its startup probe passes the kubelet owns the
                 # container. Counting misses here would fence (delete) it again and again.
                 starting = name != self.primary and not started(pod)
-                return self.observed.missed(name, running=running, counted=not starting)
+                return self.observed.missed(
+                    name, running=True, terminating=terminating, counted=not starting
+                )
             # Replicas stream from the -rw Service, which only ever selects the primary.
             return self.observed.answered(
                 name, seen, primary=self.primary, members=names, upstream=self.primary,
-                running=running,
+                running=True, terminating=terminating,
             )  # fmt: skip
 
         return list(await asyncio.gather(*(one(p) for p in pods)))
+
+    async def _revisions(self, pods: list[Pod]) -> tuple[frozenset[str], int]:
+        """The members whose pod does not run the StatefulSet's update revision (a rollout
+        the operator carries out, under ``OnDelete``), and how many pods it should have.
+        Nothing is outdated under another strategy: its controller rolls the pods then."""
+        try:
+            sts = await self.client.get(StatefulSet, self.name, namespace=self.namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:  # not made by the chart: no rollout to drive
+                return frozenset(), 0
+            raise
+        spec, status = sts.spec, sts.status
+        expected = int(spec.replicas or 0) if spec else 0
+        strategy = spec.updateStrategy.type if spec and spec.updateStrategy else None
+        revision = status.updateRevision if status else None
+        if strategy != "OnDelete" or not revision:
+            return frozenset(), expected
+        outdated = (name_of(p) for p in pods if labels_of(p).get(REVISION_LABEL) != revision)
+        return frozenset(outdated), expected

@@ -17,6 +17,7 @@ from lightkube.resources.core_v1 import Event, Pod
 from lightkube.types import PatchType
 
 from leaderboard.operator.decide import (
+    Action,
     Cluster,
     Decision,
     Member,
@@ -71,6 +72,7 @@ class Publish(Shell):
         decision: Decision | None,
         *,
         phase: str | None = None,
+        outdated: frozenset[str] = frozenset(),
     ) -> None:
         primary = next((m for m in members if m.name == self.primary), None)
         writable = primary is not None and primary.reachable and primary.role == "primary"
@@ -119,6 +121,12 @@ class Publish(Shell):
         }
         if decision is not None:
             status["lastDecision"] = str(decision)
+            # Rolling: a replica restarts or the primary moves; Waiting: a member is not back
+            # (the decision says which), the rollout holds there.
+            rolling = "Rolling" if decision.action is not Action.NONE else "Waiting"
+            status["rollout"] = {
+                "phase": rolling if outdated else "Complete", "outdated": sorted(outdated),
+            }  # fmt: skip
         await self._status(status)
 
     def _condition(self, kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:
