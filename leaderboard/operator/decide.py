@@ -14,7 +14,7 @@ them missing might be the one with the newest write) and pick the highest LSN.
 
 from __future__ import annotations
 
-from leaderboard.operator.planned import leave_terminating_primary, rollout
+from leaderboard.operator.planned import leave_terminating_primary, rollout, scale
 from leaderboard.operator.state import Action, Cluster, Decision, Durability, Member
 
 __all__ = [
@@ -173,6 +173,8 @@ def _healthy(cluster: Cluster, primary: Member) -> Decision:
             "requiring a synchronous standby again",
             target=primary.name,
         )
+    if (scaled := scale(cluster, primary, replicas)) is not None:
+        return scaled
     if cluster.outdated:
         return rollout(cluster, primary, replicas)
     return Decision(

@@ -6,7 +6,21 @@ same way; a failover is for what nobody planned."""
 
 from __future__ import annotations
 
+import re
+
 from leaderboard.operator.state import Action, Cluster, Decision, Member
+
+
+def ordinal(name: str) -> int:
+    """A StatefulSet pod's ordinal: the number its name ends with (pg-2: 2)."""
+    found = re.search(r"(\d+)$", name)
+    return int(found.group(1)) if found else 0
+
+
+def leaving(cluster: Cluster) -> list[str]:
+    """The members a scale-down to ``spec.instances`` removes: a StatefulSet removes the
+    highest ordinals."""
+    return sorted(m.name for m in cluster.members if ordinal(m.name) >= cluster.instances)
 
 
 def _in_sync(cluster: Cluster, primary: Member, replica: Member) -> bool:
@@ -41,6 +55,43 @@ def leave_terminating_primary(
         f"{primary.name}'s pod is terminating; planned switchover to {best.name}",
         target=best.name,
         old_primary=primary.name,
+    )
+
+
+def scale(cluster: Cluster, primary: Member, replicas: list[Member]) -> Decision | None:
+    """``spec.instances`` against the StatefulSet's replicas. Up: more replicas (each new pod
+    clones the primary and becomes a synchronous candidate once it streams). Down: never the
+    primary (it is switched over to a staying synchronous replica first), and only while a
+    staying replica streams synchronously to take the leaving ones' place."""
+    wanted, have = cluster.instances, cluster.expected_members
+    if not wanted or not have or wanted == have:
+        return None
+    if wanted > have:
+        return Decision(
+            Action.SCALE, f"scaling up from {have} to {wanted} members", instances=wanted
+        )
+    gone = leaving(cluster)
+    staying = [r for r in replicas if r.name not in gone and _in_sync(cluster, primary, r)]
+    if not staying:
+        return Decision(
+            Action.NONE,
+            f"scaling down to {wanted} members waits: no staying replica streams synchronously "
+            f"from {primary.name}",
+        )
+    if primary.name in gone:
+        best = max(staying, key=lambda m: (m.lsn, m.name))
+        return Decision(
+            Action.SWITCHOVER,
+            f"scaling down to {wanted} members removes {primary.name}, the primary; switching "
+            f"over to {best.name} first",
+            target=best.name,
+            old_primary=primary.name,
+        )
+    return Decision(
+        Action.SCALE,
+        f"scaling down from {have} to {wanted} members: {', '.join(gone) or 'no pod'} leaves "
+        f"(synchronous standbys: {', '.join(r.name for r in staying)})",
+        instances=wanted,
     )
 
 

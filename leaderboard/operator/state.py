@@ -20,6 +20,7 @@ class Action(StrEnum):
     SWITCHOVER = "switchover"
     RESTART = "restart"
     ROLL_REPLICA = "roll-replica"
+    SCALE = "scale"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Cluster:
     # the StatefulSet's update revision, and how many pods it should have (0: unknown).
     outdated: frozenset[str] = frozenset()
     expected_members: int = 0
+    instances: int = 0  # spec.instances: how many members are wanted (0: as many as there are)
 
     def member(self, name: str) -> Member | None:
         return next((m for m in self.members if m.name == name), None)
@@ -65,6 +67,7 @@ class Decision:
     reason: str
     target: str | None = None
     old_primary: str | None = None
+    instances: int = 0  # Action.SCALE: the StatefulSet's replicas to set
     notes: tuple[str, ...] = field(default=())
 
     def __str__(self) -> str:

@@ -37,6 +37,7 @@ from leaderboard.operator import kube
 from leaderboard.operator.kube import KubeOperator
 from leaderboard.operator.kube.observe import REVISION_LABEL
 from leaderboard.operator.kube.shell import Address
+from leaderboard.operator.planned import ordinal
 from leaderboard_tools.devstack.postgres import Member
 from leaderboard_tools.devstack.stack import Stack
 from tests.conftest import own_cluster
@@ -71,6 +72,7 @@ class World:
     revision: str | None = None  # the pods' controller-revision-hash (a rollout's tests)
     recreated: list[str] = field(default_factory=list)  # pods recreate() brought back, in order
     rw_port: int | None = None  # an emulated -rw Service that recreated members stream from
+    removed: list[str] = field(default_factory=list)  # pods a scale-down took away, in order
 
     def obj(self, resource: str, name: str) -> dict[str, Any] | None:
         try:
@@ -151,13 +153,32 @@ class World:
         await eventually(lambda: _accepts(member, self.stack.superuser_password), timeout=60)
         self.add_pod(name, started=True)
 
+    def wanted(self, name: str) -> bool:
+        """Whether the StatefulSet (if the test made one) keeps this ordinal."""
+        sts = self.obj("apps/v1/statefulsets", "pg")
+        return sts is None or ordinal(name) < int(sts["spec"]["replicas"])
+
+    async def scale_away(self, name: str) -> None:
+        """What a StatefulSet scaled down does to a pod past its replicas: the pod is deleted
+        (a replica's preStop hook stops its postgres fast; killed here) and goes."""
+        self.removed.append(name)
+        await asyncio.to_thread(self.member(name).kill)
+        self.k8s.objects[PODS, NS, name].delete()
+
     def keep_pods(self) -> None:
-        """From now on, like a StatefulSet: a member pod that is deleted comes back."""
+        """From now on, like a StatefulSet: a member pod that is deleted comes back, within
+        its replicas (a pod past them goes)."""
 
         async def loop() -> None:
             while not self.stopping:
                 for member in self.stack.members:
-                    if self.obj(PODS, member.name) is None and not self.stopping:
+                    if self.stopping:
+                        break
+                    present = self.obj(PODS, member.name) is not None
+                    if not self.wanted(member.name):
+                        if present:
+                            await self.scale_away(member.name)
+                    elif not present:
                         await self.recreate(member.name)
                 await asyncio.sleep(0.1)
 

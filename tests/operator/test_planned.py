@@ -113,3 +113,40 @@ def test_repairs_come_before_the_rollout() -> None:
 def test_no_rollout_when_every_member_runs_the_update_revision() -> None:
     decision = decide(cluster(P, R1, R2))
     assert decision.action is Action.NONE and "rollout" not in decision.reason
+
+
+# -- spec.instances against the StatefulSet's replicas
+
+
+def test_more_instances_scale_the_statefulset_up() -> None:
+    decision = decide(cluster(P, R1, R2, instances=4))
+    assert (decision.action, decision.instances) == (Action.SCALE, 4)
+    assert decision.reason == "scaling up from 3 to 4 members"
+
+
+def test_fewer_instances_remove_the_highest_ordinals_while_a_staying_replica_is_in_sync() -> None:
+    decision = decide(cluster(P, R1, R2, instances=2))
+    assert (decision.action, decision.instances) == (Action.SCALE, 2)
+    assert decision.reason == (
+        "scaling down from 3 to 2 members: m2 leaves (synchronous standbys: m1)"
+    )
+
+
+def test_a_scale_down_that_would_remove_the_primary_switches_over_first() -> None:
+    primary = replace(P, name="m2")
+    r0 = Member("m0", reachable=True, role="replica", lsn=90, upstream="m2")
+    r1 = Member("m1", reachable=True, role="replica", lsn=95, upstream="m2")
+    state = cluster(
+        primary, r0, r1, primary="m2", instances=2, sync_streaming=frozenset({"m0", "m1"})
+    )
+    decision = decide(state)
+    assert (decision.action, decision.target, decision.old_primary) == (
+        Action.SWITCHOVER, "m1", "m2",
+    )  # fmt: skip
+    assert "removes m2, the primary; switching over to m1 first" in decision.reason
+
+
+def test_a_scale_down_waits_while_no_staying_replica_is_synchronous() -> None:
+    decision = decide(cluster(P, R1, R2, instances=2, sync_streaming=frozenset({"m2"})))
+    assert decision.action is Action.NONE
+    assert "no staying replica streams synchronously" in decision.reason

@@ -26,8 +26,9 @@ from leaderboard.operator.decide import (
     Decision,
     Member,
 )
+from leaderboard.operator.kube.certs import Certs
 from leaderboard.operator.kube.observe import Observe
-from leaderboard.operator.kube.publish import Publish
+from leaderboard.operator.kube.scale import Scale
 from leaderboard.operator.kube.shell import (
     CLUSTER_LABEL,
     COMPONENT,
@@ -45,7 +46,7 @@ from leaderboard.operator.kube.shell import (
 )
 
 
-class Act(Observe, Publish):
+class Act(Observe, Scale, Certs):
     # -- bootstrap: the first member that answers as primary (pg-member.sh initdb'd it)
 
     async def _bootstrap(self, cr: Any, members: list[Member]) -> bool:
@@ -147,6 +148,9 @@ class Act(Observe, Publish):
     # -- act
 
     async def _act(self, cr: Any, decision: Decision, pods: list[Pod], cluster: Cluster) -> None:
+        if decision.action is Action.SCALE:  # the StatefulSet, no one member
+            await self._scale(cr, decision, cluster)
+            return
         target = decision.target
         assert target is not None
         if decision.action is Action.PROMOTE:

@@ -113,6 +113,7 @@ class KubeOperator(Act):
             switchover_to=spec.get("switchoverTo") or None,
             outdated=outdated,
             expected_members=expected,
+            instances=int(spec.get("instances") or 0),
         )
         metrics.observe(self.key, cluster)
         metrics.archiving(self.key, self.observed.archiver)
@@ -141,6 +142,10 @@ class KubeOperator(Act):
             cluster = replace(cluster, members=tuple(members), primary=self.primary)
         await self._route(pods, cluster)
         await self._publish(spec, list(cluster.members), decision, outdated=outdated)
+        try:
+            await self._reload_renewed_certificates(cr, list(cluster.members))
+        except (ApiError, OSError, KeyError) as exc:  # never worth a failed round
+            log.warning("%s: certificate check failed: %r", self.key, exc)
         return spec
 
 

@@ -101,6 +101,9 @@ class Shell:
         # primary_conninfo of the replicas detached for a promotion, until it is given back
         self.saved_conninfo: dict[str, str] = {}
         self._tls_secret: str | None = None
+        self._cas: tuple[str, ...] = ()  # trusted while a CA rotation is under way (certs.py)
+        self._reloaded: dict[str, str] = {}  # member -> the certificate it was reloaded for
+        self._certs_checked_at = 0.0
         self._adopted = False
         self._provisioned = False  # the -rw/-ro Services, the app's role and its Secret
         self.standby_rounds = 0  # rounds in which another instance held the lease
