@@ -211,11 +211,32 @@ def test_the_start_script_is_the_one_the_local_stack_runs(chart: Chart) -> None:
     (scripts,) = [
         d
         for d in by_kind(render(chart, {}), "ConfigMap")
-        if d["metadata"]["name"].endswith("-scripts")
+        if d["metadata"]["name"].endswith("-pg-scripts")
     ]
     local = ROOT / "leaderboard" / "operator"
     assert scripts["data"]["pg-member.sh"] == (local / "pg-member.sh").read_text()
     assert scripts["data"]["pg-cluster.conf"] == (local / "pg-cluster.conf").read_text()
+
+
+def test_redis_starts_through_its_script_and_watches_its_certificates_with_tls(
+    chart: Chart,
+) -> None:
+    for tls in (True, False):
+        docs = render(chart, {"tls": {"enabled": tls}})
+        (scripts,) = [
+            d
+            for d in by_kind(docs, "ConfigMap")
+            if d["metadata"]["name"].endswith("-redis-scripts")
+        ]
+        script = ROOT / "charts" / "leaderboard" / "files" / "redis-start.sh"
+        assert scripts["data"]["redis-start.sh"] == script.read_text()
+        (redis,) = [
+            d for d in by_kind(docs, "StatefulSet") if d["metadata"]["name"].endswith("-redis")
+        ]
+        (container,) = redis["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == ["bash", "/scripts/redis-start.sh"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env.get("TLS_DIR") == ("/tls" if tls else None)
 
 
 BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
