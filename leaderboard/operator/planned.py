@@ -23,14 +23,16 @@ def leaving(cluster: Cluster) -> list[str]:
     return sorted(m.name for m in cluster.members if ordinal(m.name) >= cluster.instances)
 
 
-def _in_sync(cluster: Cluster, primary: Member, replica: Member) -> bool:
+def in_sync(cluster: Cluster, primary: Member, replica: Member) -> bool:
     """Streams from the primary, which reports it synchronous now, and stays: the member a
     planned move of the primary may go to."""
     return (
         replica.reachable
         and replica.role == "replica"
         and replica.upstream == primary.name
-        and replica.name in cluster.sync_streaming
+        # Under durability "preferred" no standby is synchronous: streaming is the most
+        # there is to wait for.
+        and (replica.name in cluster.sync_streaming or cluster.durability == "preferred")
         and not replica.terminating
     )
 
@@ -42,7 +44,7 @@ def leave_terminating_primary(
     delete``) while it still answers: a planned switchover to a synchronous replica, before
     its postgres stops, instead of a failover once it has (its preStop hook holds the
     shutdown while it is the primary, up to its grace period)."""
-    ready = [r for r in replicas if _in_sync(cluster, primary, r)]
+    ready = [r for r in replicas if in_sync(cluster, primary, r)]
     if not ready:
         return Decision(
             Action.NONE,
@@ -71,7 +73,7 @@ def scale(cluster: Cluster, primary: Member, replicas: list[Member]) -> Decision
             Action.SCALE, f"scaling up from {have} to {wanted} members", instances=wanted
         )
     gone = leaving(cluster)
-    staying = [r for r in replicas if r.name not in gone and _in_sync(cluster, primary, r)]
+    staying = [r for r in replicas if r.name not in gone and in_sync(cluster, primary, r)]
     if not staying:
         return Decision(
             Action.NONE,
@@ -108,7 +110,7 @@ def rollout(cluster: Cluster, primary: Member, replicas: list[Member]) -> Decisi
         return Decision(
             Action.NONE, f"rollout waits: {missing} member pod(s) not created yet ({progress})"
         )
-    behind = [r.name for r in replicas if not _in_sync(cluster, primary, r)]
+    behind = [r.name for r in replicas if not in_sync(cluster, primary, r)]
     if behind:
         return Decision(
             Action.NONE,

@@ -41,6 +41,7 @@ from leaderboard_tools.devstack.postgres import Member as PgMember
 from leaderboard_tools.devstack.process import StackError
 from leaderboard_tools.devstack.stack import SYNC_STANDBYS, Stack
 from leaderboard_tools.operator.control import read_control, write_control
+from leaderboard_tools.operator.rollout import Rolling
 
 log = logging.getLogger("leaderboard.operator")
 # The `cluster` label of the local stack's operator metrics (in Kubernetes: namespace/name).
@@ -69,7 +70,7 @@ class LocalOperator:
         self.failovers = 0
         self.paused = False
         self.switchover_to: str | None = None
-        self.rollout: str | None = None  # the id of a rollout asked for (leaderboard rollout)
+        self.rolling: Rolling | None = None  # a rollout under way (leaderboard rollout)
         self._candidates: frozenset[str] | None = None  # as last recorded
         self._last_reason: str | None = None
         self._pushing: asyncio.Task[None] | None = None  # the received WAL, after a promotion
@@ -125,6 +126,8 @@ class LocalOperator:
             failure_threshold=self.failure_threshold,
             paused=self.paused,
             switchover_to=self.switchover_to,
+            outdated=frozenset(self.rolling.outdated if self.rolling else ()),
+            expected_members=len(self.stack.members),
         )
 
     # -- the loop
@@ -202,11 +205,13 @@ class LocalOperator:
             except (StackError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("%s failed: %s", decision.action.value, exc)
                 self.record("error", decision.target, f"{decision.action.value} failed: {exc}")
-        elif self.rollout is not None and not self.paused:  # a healthy cluster only
-            from leaderboard_tools.operator.rollout import requested
-
-            await requested(self, self.rollout)
-            self.rollout = None
+        if self.rolling is not None:  # done, once every member streams again; or stalled
+            seen = await self.observe() if decision.action is not Action.NONE else cluster
+            if (ended := self.rolling.outcome(seen, decision.reason)) is not None:
+                action, reason, extra = ended
+                self.record(action, None, reason, rollout=self.rolling.id, **extra)
+                write_control(self.stack.run_dir, rollout=None)
+                self.rolling = None
 
     def read_control(self) -> None:
         """What a person asked for (``leaderboard pause|resume|switchover``)."""
@@ -222,7 +227,10 @@ class LocalOperator:
         wanted = control.get("switchover_to")
         self.switchover_to = wanted if isinstance(wanted, str) and wanted != self.primary else None
         rollout = control.get("rollout")
-        self.rollout = rollout if isinstance(rollout, str) else None
+        if isinstance(rollout, str) and (self.rolling is None or self.rolling.id != rollout):
+            self.rolling = Rolling(rollout, [m.name for m in self.stack.members])
+            reason = "rollout: replicas first, the primary last"
+            self.record("rollout", None, reason, rollout=rollout)
 
     def record(self, action: str, target: str | None, reason: str, **extra: Any) -> None:
         event = {"ts": time.time(), "action": action, "target": target, "reason": reason, **extra}
@@ -245,6 +253,16 @@ class LocalOperator:
         elif decision.action is Action.SWITCHOVER:
             assert decision.old_primary is not None
             await self.switchover(decision.target, decision.old_primary)
+            if self.rolling is not None:  # the old primary restarted, as a replica
+                self.rolling.restarted_one(decision.old_primary)
+        elif decision.action is Action.ROLL_REPLICA:
+            member = self._member(decision.target)
+            await asyncio.to_thread(member.stop)
+            member.start()
+            self.observed.rejoined(member.name)
+            if self.rolling is not None:
+                self.rolling.restarted_one(member.name)
+            self.record("restarted", member.name, "rollout: restarted on its own data")
         elif decision.action is Action.ENABLE_SYNC:
             await self._set_sync(self._member(decision.target), SYNC_STANDBYS)
         elif decision.action is Action.RESTART:

@@ -2,9 +2,10 @@
 through a planned switchover, as CloudNativePG and PGO roll their instances.
 
 The operator does the restarts (it owns the members: a replica it sees down it would rejoin
-itself), asked through its control file; this module holds both halves: :func:`roll`, which
-the local operator runs between two rounds, and :func:`run_rollout`, the command, which asks
-for it under the failover drill's writers and reports what the writers saw.
+itself), asked through its control file, one decision at a time as in Kubernetes; this module
+holds both halves: :class:`Rolling`, the local operator's record of a rollout under way, and
+:func:`run_rollout`, the command, which asks for it under the failover drill's writers and
+reports what the writers saw.
 """
 
 from __future__ import annotations
@@ -15,98 +16,54 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
-
-import asyncpg
+from typing import Any
 
 from leaderboard.config import Settings
-from leaderboard.operator.probe import probe
+from leaderboard.operator.decide import Cluster
+from leaderboard.operator.planned import in_sync
 from leaderboard_tools.devstack.process import StackError
 from leaderboard_tools.devstack.stack import Stack
 from leaderboard_tools.operator.drill import Load, LocalTarget, wait_until_true
 
-if TYPE_CHECKING:
-    from leaderboard_tools.operator.local import LocalOperator
-
-STREAMING_TIMEOUT_S = 60.0
+STREAMING_TIMEOUT_S = 60.0  # a rollout that makes no progress this long stops
 
 
-async def requested(operator: LocalOperator, rollout: str) -> None:
-    """The rollout ``leaderboard rollout`` asked for, its end recorded with its id."""
-    from leaderboard_tools.operator.control import write_control
+class Rolling:
+    """One rollout the local operator carries out: the members still to restart, fed to
+    :func:`~leaderboard.operator.decide.decide` as ``outdated`` (the rule, replicas first and
+    the primary last through a switchover, is the one the Kubernetes shell follows too), and
+    what it restarted, in order."""
 
-    operator.record("rollout", None, "rollout: replicas first, the primary last", rollout=rollout)
-    try:
-        restarted = await roll(operator)
-    except (StackError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        operator.record("rollout-failed", None, f"rollout stopped: {exc}", rollout=rollout)
-    else:
-        operator.record(
-            "rollout-done", None, f"restarted {', '.join(restarted)}",
-            rollout=rollout, restarted=restarted,
-        )  # fmt: skip
-    write_control(operator.stack.run_dir, rollout=None)
+    def __init__(self, rollout: str, members: list[str]) -> None:
+        self.id = rollout
+        self.outdated = set(members)
+        self.restarted: list[str] = []
+        self.progressed = time.monotonic()
 
+    def restarted_one(self, name: str) -> None:
+        self.outdated.discard(name)
+        self.restarted.append(name)
+        self.progressed = time.monotonic()
 
-async def roll(operator: LocalOperator) -> list[str]:
-    """Restart each replica (the next only once this one streams synchronously again), then
-    switch over to the replica furthest ahead, which restarts the old primary as a replica.
-    The members restarted, in order."""
-    restarted = []
-    old = operator.primary
-    replicas = [m for m in operator.stack.members if m.name != old]
-    for member in replicas:
-        await asyncio.to_thread(member.stop)
-        member.start()
-        await _synchronous_again(operator, member.name)
-        operator.observed.rejoined(member.name)
-        restarted.append(member.name)
-        operator.record("restarted", member.name, "rollout: restarted, streaming again")
-    target = await _furthest_ahead(operator, [m.name for m in replicas])
-    operator.record("switchover", target, f"rollout: {old} last, through a switchover")
-    await operator.switchover(target, old)
-    await _synchronous_again(operator, old)
-    restarted.append(old)
-    return restarted
+    def done(self, cluster: Cluster) -> bool:
+        """Every member restarted, and every replica streams synchronously again."""
+        primary = cluster.member(cluster.primary)
+        replicas = [m for m in cluster.members if m.name != cluster.primary]
+        return (
+            not self.outdated
+            and primary is not None
+            and all(in_sync(cluster, primary, r) for r in replicas)
+        )
 
-
-async def _synchronous_again(operator: LocalOperator, name: str) -> None:
-    """Until ``name`` streams (its own WAL receiver says so: the primary may still list the
-    connection of the process just stopped) and the primary counts it as a synchronous
-    candidate."""
-    members = {m.name: m for m in operator.stack.members}
-    password = operator.stack.superuser_password
-    deadline = time.monotonic() + STREAMING_TIMEOUT_S
-    while time.monotonic() < deadline:
-        primary, member = members[operator.primary], members[name]
-        try:
-            own = await probe(
-                member.host, member.port, password, operator.timeout_s, tls=member.client_ssl()
-            )
-            if own.in_recovery and own.upstream_port is not None:
-                seen = await probe(
-                    primary.host, primary.port, password, operator.timeout_s,
-                    tls=primary.client_ssl(),
-                )  # fmt: skip
-                if name in seen.sync_standbys:
-                    return
-        except Exception:  # noqa: S110 - refused, starting up, timed out: not yet
-            pass
-        await asyncio.sleep(0.05)
-    raise StackError(f"rollout paused: {name} is not streaming again after {STREAMING_TIMEOUT_S} s")
-
-
-async def _furthest_ahead(operator: LocalOperator, names: list[str]) -> str:
-    password = operator.stack.superuser_password
-    best, best_lsn = names[0], -1
-    for member in operator.stack.members:
-        if member.name in names:
-            seen = await probe(
-                member.host, member.port, password, operator.timeout_s, tls=member.client_ssl()
-            )
-            if seen.lsn > best_lsn:
-                best, best_lsn = member.name, seen.lsn
-    return best
+    def outcome(self, cluster: Cluster, waiting: str) -> tuple[str, str, dict[str, Any]] | None:
+        """How it ended, if it did (recorded with its id): every member restarted and every
+        replica synchronous again, or no progress for a minute (``waiting``: why)."""
+        if self.done(cluster):
+            restarted = ", ".join(self.restarted)
+            return "rollout-done", f"restarted {restarted}", {"restarted": self.restarted}
+        if time.monotonic() - self.progressed > STREAMING_TIMEOUT_S:
+            return "rollout-failed", f"rollout stopped: {waiting}", {}
+        return None
 
 
 # -- the command

@@ -150,3 +150,16 @@ def test_a_scale_down_waits_while_no_staying_replica_is_synchronous() -> None:
     decision = decide(cluster(P, R1, R2, instances=2, sync_streaming=frozenset({"m2"})))
     assert decision.action is Action.NONE
     assert "no staying replica streams synchronously" in decision.reason
+
+
+def test_under_preferred_durability_a_streaming_replica_is_enough_to_move_on() -> None:
+    # No standby is synchronous then: waiting for one would hold every planned move for good.
+    state = cluster(
+        P, R1, R2, durability="preferred", sync_streaming=frozenset(), outdated=frozenset({"m1"})
+    )
+    decision = decide(state)
+    assert (decision.action, decision.target) == (Action.ROLL_REPLICA, "m1")
+    decision = decide(
+        cluster(leaving(P), R1, R2, durability="preferred", sync_streaming=frozenset())
+    )
+    assert (decision.action, decision.target) == (Action.SWITCHOVER, "m2")
