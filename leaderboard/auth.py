@@ -8,6 +8,7 @@ HS256 is verified by :mod:`leaderboard.hs256` (the hot path), RS256/ES256 by PyJ
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ __all__ = [
     "ErrorCode", "Principal", "TokenError", "Verifier", "check_user_id", "hs256_secret",
     "hs256_secrets", "mint", "scopes_of",
 ]  # fmt: skip
+
+log = logging.getLogger("leaderboard.auth")
 
 # The scopes the API knows (the JWT ``scope`` claim, space-separated as in OAuth 2.0).
 ADMIN = "admin"  # the admin API
@@ -65,6 +68,11 @@ def mint(settings: Settings, user_id: str, *, ttl: float = 3600.0, scope: str = 
         raise RuntimeError(
             f"cannot mint {settings.jwt_algorithm} tokens: only the issuer holds the private key"
         )
+    if ttl > settings.jwt_max_lifetime_s:
+        raise ValueError(
+            f"a lifetime of {ttl:.0f} s is longer than the API accepts "
+            f"(LEADERBOARD_JWT_MAX_LIFETIME_S={settings.jwt_max_lifetime_s:.0f})"
+        )
     now = int(time.time())
     claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + int(ttl)}
     if scope.split():
@@ -77,6 +85,9 @@ def mint(settings: Settings, user_id: str, *, ttl: float = 3600.0, scope: str = 
 
 
 MAX_USER_ID = 128
+# Far above any real token (a few hundred bytes to 2 KiB with many claims), far below the
+# HTTP head limit: nothing larger is decoded, hashed or cached.
+MAX_TOKEN_CHARS = 8192
 
 
 class Verifier:
@@ -93,6 +104,7 @@ class Verifier:
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
         self.leeway = settings.jwt_leeway_s
+        self.max_lifetime = settings.jwt_max_lifetime_s
         self._key: Any = None
         self._hs256: HS256Verifier | None = None
         self._jwks: jwt.PyJWKClient | None = None
@@ -131,6 +143,8 @@ class Verifier:
 
     async def principal(self, token: str) -> Principal:
         """The token's ``sub`` and scopes; :class:`TokenError` for anything else."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise TokenError("invalid_token", "the token is too large")
         now = time.time()
         cached = self._verified.get(token)
         if cached is not None and now < cached[1]:
@@ -140,7 +154,9 @@ class Verifier:
             try:
                 key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
             except jwt.PyJWKClientError as exc:
-                raise TokenError("invalid_token", f"no usable signing key: {exc}") from None
+                # The detail (the issuer's URL, its errors) is for the log, not the client.
+                log.warning("JWKS: no signing key for a token: %s", exc)
+                raise TokenError("invalid_token", "no usable signing key") from None
             except jwt.InvalidTokenError:
                 raise TokenError("invalid_token", "malformed token") from None
         claims = self.claims(token, key)
@@ -160,12 +176,21 @@ class Verifier:
     def claims(self, token: str, key: Any = None) -> dict[str, Any]:
         """A token's verified claims (``key``: a public key other than the configured one;
         HS256 always uses the configured secrets)."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise TokenError("invalid_token", "the token is too large")
         if self._hs256 is not None:
             claims = self._hs256.claims(token)
         else:
             claims = self.pyjwt_claims(token, self._key if key is None else key)
         check_user_id(claims["sub"])
+        self.check_lifetime(claims)
         return claims
+
+    def check_lifetime(self, claims: dict[str, Any]) -> None:
+        """A token valid for years is a credential nobody can take back: ``exp`` (checked
+        as a number by both verifiers) at most ``jwt_max_lifetime_s`` away."""
+        if float(claims["exp"]) > time.time() + self.max_lifetime + self.leeway:
+            raise TokenError("invalid_token", "the token's lifetime exceeds the allowed maximum")
 
     def pyjwt_claims(self, token: str, key: Any) -> dict[str, Any]:
         """PyJWT's verification (RS256/ES256; for HS256, the reference of the tests)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -233,6 +234,13 @@ class Settings(BaseSettings):
     jwt_leeway_s: float = Field(
         10.0, ge=0, le=300, description="Clock skew tolerated on `exp`/`nbf`, seconds."
     )
+    jwt_max_lifetime_s: float = Field(
+        86400.0,
+        gt=0,
+        le=31_536_000,
+        description="Longest token lifetime accepted: a token whose `exp` is further away "
+        "than this is refused (401), and `leaderboard token --ttl` cannot mint one.",
+    )
 
     @model_validator(mode="after")
     def _check_jwt(self) -> Settings:
@@ -240,6 +248,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}JWT_ALGORITHM={self.jwt_algorithm} needs "
                 f"{ENV_PREFIX}JWT_PUBLIC_KEY or {ENV_PREFIX}JWT_JWKS_URL"
+            )
+        if self.jwt_jwks_url is not None and not _trusted_url(self.jwt_jwks_url):
+            # Keys fetched in plaintext can be swapped on the way: anyone could sign.
+            raise ValueError(
+                f"{ENV_PREFIX}JWT_JWKS_URL must be https:// (http:// only to a loopback address)"
             )
         if self.jwt_secret is not None:
             raw = self.jwt_secret.get_secret_value()
@@ -302,3 +315,11 @@ def settings_table() -> str:
         default = "" if field.default is None else f"`{field.default}`"
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {default} | {field.description} |")
     return "\n".join(rows)
+
+
+def _trusted_url(url: str) -> bool:
+    """https, or http to this machine's loopback (an issuer on the same host, tests)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")

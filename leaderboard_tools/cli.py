@@ -174,6 +174,13 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.ttl > settings.jwt_max_lifetime_s:
+        print(
+            f"leaderboard: --ttl {args.ttl:.0f} is longer than the API accepts "
+            f"(LEADERBOARD_JWT_MAX_LIFETIME_S={settings.jwt_max_lifetime_s:.0f})",
+            file=sys.stderr,
+        )
+        return 2
     for user_id in args.user_ids:
         print(auth.mint(settings, user_id, ttl=args.ttl, scope=args.scope))
     return 0

@@ -16,7 +16,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pydantic import ValidationError
 
+from leaderboard import auth
 from leaderboard.auth import TokenError, Verifier
 from leaderboard.config import Settings
 from tests.apiclient import Api
@@ -267,3 +269,53 @@ def test_every_rotated_secret_must_be_long_enough() -> None:
 
     with pytest.raises(SettingsError, match="each secret must be at least 32 bytes"):
         load_settings(jwt_secret=f"{SECRET},short")
+
+
+async def test_an_oversized_token_is_refused_before_it_is_decoded() -> None:
+    verifier = Verifier(Settings(jwt_secret=SECRET))
+    big = jwt.encode(_claims(pad="x" * 9000), SECRET, "HS256")
+    with pytest.raises(TokenError) as err:
+        await verifier.user_id(big)
+    assert (err.value.code, err.value.message) == ("invalid_token", "the token is too large")
+
+
+async def test_a_token_valid_for_longer_than_the_maximum_lifetime_is_refused() -> None:
+    verifier = Verifier(Settings(jwt_secret=SECRET, jwt_max_lifetime_s=3600, jwt_leeway_s=0))
+    year_3000 = jwt.encode(_claims(exp=32503680000), SECRET, "HS256")
+    with pytest.raises(TokenError) as err:
+        await verifier.user_id(year_3000)
+    assert err.value.message == "the token's lifetime exceeds the allowed maximum"
+    within = jwt.encode(_claims(exp=int(time.time()) + 3500), SECRET, "HS256")
+    assert await verifier.user_id(within) == "alice"
+    with pytest.raises(ValueError, match="longer than the API accepts"):
+        auth.mint(Settings(jwt_secret=SECRET, jwt_max_lifetime_s=3600), "alice", ttl=7200)
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://id.example/.well-known/jwks.json", True),
+        ("http://127.0.0.1:8080/jwks.json", True),
+        ("http://localhost/jwks.json", True),
+        ("http://id.example/.well-known/jwks.json", False),
+        ("ftp://id.example/jwks.json", False),
+    ],
+)
+def test_a_jwks_url_is_https_or_loopback(url: str, accepted: bool) -> None:
+    if accepted:
+        assert Settings(jwt_algorithm="ES256", jwt_jwks_url=url).jwt_jwks_url == url
+    else:
+        with pytest.raises(ValidationError, match="must be https://"):
+            Settings(jwt_algorithm="ES256", jwt_jwks_url=url)
+
+
+async def test_the_jwks_clients_error_text_stays_in_the_log(
+    jwks_server: tuple[str, dict[str, ec.EllipticCurvePrivateKey]],
+) -> None:
+    url, _ = jwks_server
+    verifier = Verifier(Settings(jwt_algorithm="ES256", jwt_jwks_url=url, jwt_jwks_cooldown_s=0))
+    unknown = jwt.encode(_claims(), ec.generate_private_key(ec.SECP256R1()), "ES256",
+                         headers={"kid": "nobody-knows"})  # fmt: skip
+    with pytest.raises(TokenError) as err:
+        await verifier.user_id(unknown)
+    assert err.value.message == "no usable signing key"  # no URL, no library text

@@ -170,6 +170,7 @@ def test_the_same_verdict_as_pyjwt(config: dict[str, Any], name: str) -> None:
                 raise
             claims = verifier.pyjwt_claims(t, OLD)
         check_user_id(claims["sub"])
+        verifier.check_lifetime(claims)
         return claims
 
     assert _verdict(verifier.claims, token) == _verdict(reference, token)

@@ -176,3 +176,10 @@ def test_the_repository_ignores_the_run_folder() -> None:
     )
     assert ignored.returncode == 0, "the dev signing key must never be committable"
     assert sys.executable  # keep the interpreter the suite runs under
+
+
+def test_token_refuses_a_lifetime_the_api_would_refuse(tmp_path: Path) -> None:
+    env = {"LEADERBOARD_RUN_DIR": str(tmp_path), "LEADERBOARD_JWT_MAX_LIFETIME_S": "3600"}
+    done = cli("token", "alice", "--ttl", "7200", env=env)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "--ttl 7200 is longer than the API accepts" in done.stderr
