@@ -38,6 +38,7 @@ class Principal:
 
     sub: str
     scopes: frozenset[str] = frozenset()
+    expires: float = float("inf")  # its `exp` (a WebSocket is closed then)
 
 
 def scopes_of(claims: dict[str, Any]) -> frozenset[str]:
@@ -132,7 +133,7 @@ class Verifier:
         # and verification is a quarter of the write path's CPU. An entry is trusted for at
         # most CACHE_TTL_S (so a key withdrawn from the JWKS stops working within that) and
         # never past the token's own expiry.
-        self._verified: OrderedDict[str, tuple[str, float, frozenset[str]]] = OrderedDict()
+        self._verified: OrderedDict[str, tuple[str, float, frozenset[str], float]] = OrderedDict()
 
     CACHE_SIZE = 50_000
     CACHE_TTL_S = 60.0
@@ -148,7 +149,7 @@ class Verifier:
         now = time.time()
         cached = self._verified.get(token)
         if cached is not None and now < cached[1]:
-            return Principal(cached[0], cached[2])
+            return Principal(cached[0], cached[2], cached[3])
         key = self._key
         if self._jwks is not None:
             try:
@@ -163,10 +164,11 @@ class Verifier:
         user: str = claims["sub"]
         scopes = scopes_of(claims)
         until = min(float(claims["exp"]) + self.leeway, now + self.CACHE_TTL_S)
-        self._verified[token] = (user, until, scopes)
+        expires = float(claims["exp"])
+        self._verified[token] = (user, until, scopes, expires)
         if len(self._verified) > self.CACHE_SIZE:
             self._verified.popitem(last=False)
-        return Principal(user, scopes)
+        return Principal(user, scopes, expires)
 
     def decode(self, token: str) -> str:
         """The ``sub`` of a token verified with the configured key (no cache, no JWKS)."""

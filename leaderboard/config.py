@@ -180,6 +180,13 @@ class Settings(BaseSettings):
         le=600,
         description="A client that stays unwritable this long is closed (code 4008).",
     )
+    ws_handshake_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="A connection that has not completed its WebSocket handshake this long "
+        "after it was accepted is dropped; so is one that does not answer a close within it.",
+    )
     ws_drain_s: float = Field(
         10.0, gt=0, le=300, description="On SIGTERM, how long clients get to close (1001)."
     )

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Protocol as TypingProtocol
 from urllib.parse import parse_qs
@@ -21,10 +22,10 @@ from websockets.frames import Frame
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
-from leaderboard.auth import TokenError
+from leaderboard.auth import Principal, TokenError
 from leaderboard.boards import ALL_TIME
 from leaderboard.broadcaster import metrics
-from leaderboard.broadcaster.hub import CLOSE_TRY_AGAIN, Hub
+from leaderboard.broadcaster.hub import CLOSE_TOKEN_EXPIRED, CLOSE_TRY_AGAIN, Hub
 from leaderboard.errors import error_body
 
 log = logging.getLogger("leaderboard.broadcaster")
@@ -38,11 +39,14 @@ class Site(TypingProtocol):
     """What a connection needs from the server around it."""
 
     hub: Hub
+    # A connection that has not completed its WebSocket handshake this long after it was
+    # accepted is dropped, and so is one that does not answer our close within it.
+    handshake_timeout_s: float
 
     @property
     def anonymous_viewers(self) -> bool: ...
 
-    async def user_id(self, token: str) -> str: ...
+    async def principal(self, token: str) -> Principal: ...
 
     def http(self, path: str) -> tuple[int, str, bytes]: ...
 
@@ -67,6 +71,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "board",
         "closing",
+        "deadline",
         "last_ping",
         "last_seen",
         "missed",
@@ -87,6 +92,7 @@ class Connection(asyncio.Protocol):
         self.paused_since: float | None = None
         self.missed = False
         self.last_seen = self.last_ping = time.monotonic()
+        self.deadline: asyncio.TimerHandle | None = None  # handshake, then close, then expiry
 
     # -- asyncio.Protocol
 
@@ -98,6 +104,7 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
         stream.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.transport = stream
+        self._set_deadline(self.site.handshake_timeout_s, self._handshake_overdue)
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
@@ -115,6 +122,7 @@ class Connection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._set_deadline(None)
         if self.open:
             self.open = False
             self.site.hub.remove(self)
@@ -147,6 +155,7 @@ class Connection(asyncio.Protocol):
             self.site.hub.stop_sending(self)
             self.ws.send_close(code, reason)
             self._flush()
+            self._set_deadline(self.site.handshake_timeout_s, self.abort)  # or it never ends
         if force:
             self.abort()
 
@@ -155,6 +164,22 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     # -- internals
+
+    def _set_deadline(self, delay: float | None, then: Callable[[], None] | None = None) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        if delay is not None and then is not None:
+            self.deadline = asyncio.get_running_loop().call_later(delay, then)
+
+    def _handshake_overdue(self) -> None:
+        if not self.open:  # it never sent a (complete) request, or never read our answer
+            metrics.REJECTED.labels("handshake_timeout").inc()
+            self.abort()
+
+    def _token_expired(self) -> None:
+        metrics.REJECTED.labels("token_expired").inc()
+        self.close(CLOSE_TOKEN_EXPIRED, "token expired")
 
     def _flush(self) -> None:
         if self.transport is None:
@@ -178,6 +203,7 @@ class Connection(asyncio.Protocol):
 
     async def _upgrade(self, request: Request, query: str) -> None:
         token = None
+        expires = float("inf")
         params = parse_qs(query)
         auth = request.headers.get("Authorization", "")
         if auth.lower().startswith("bearer "):
@@ -192,7 +218,7 @@ class Connection(asyncio.Protocol):
             self.board = ALL_TIME
         elif token:
             try:
-                await self.site.user_id(token)
+                expires = (await self.site.principal(token)).expires
             except TokenError as exc:
                 rejection = _error(401, exc.code, exc.message)
                 metrics.REJECTED.labels(exc.code).inc()
@@ -219,5 +245,10 @@ class Connection(asyncio.Protocol):
             self._flush()
             return
         self.open = True
+        # A token checked at the handshake is good until its exp, not for the socket's life.
+        if expires != float("inf"):
+            self._set_deadline(max(0.0, expires - time.time()), self._token_expired)
+        else:
+            self._set_deadline(None)
         self._flush()  # the 101 response, then at once the snapshot
         self.transport.write(hub.snapshot_frame(self.board))

@@ -39,6 +39,7 @@ log = logging.getLogger("leaderboard.broadcaster")
 CLOSE_GOING_AWAY = 1001  # SIGTERM: reconnect to another broadcaster
 CLOSE_TRY_AGAIN = 1013  # this broadcaster is at its connection limit
 CLOSE_SLOW = 4008  # the client did not read its updates for ws_slow_client_s
+CLOSE_TOKEN_EXPIRED = 4001  # the token the socket was opened with has expired: reconnect
 PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)
 
 

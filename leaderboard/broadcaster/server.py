@@ -22,7 +22,7 @@ import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from leaderboard import connection_urls, supervise
-from leaderboard.auth import Verifier
+from leaderboard.auth import Principal, Verifier
 from leaderboard.broadcaster import metrics
 from leaderboard.broadcaster.connection import Connection
 from leaderboard.broadcaster.feed import Feed
@@ -52,6 +52,7 @@ class Broadcaster:
             boards=list(self.boards),
         )
         self.verifier = Verifier(settings)
+        self.handshake_timeout_s = settings.ws_handshake_timeout_s
         self.client = aioredis.Redis.from_url(
             connection_urls.redis_url(settings, "broadcaster"),
             socket_connect_timeout=settings.redis_timeout_s,
@@ -66,8 +67,8 @@ class Broadcaster:
     def anonymous_viewers(self) -> bool:
         return self.settings.anonymous_viewers
 
-    async def user_id(self, token: str) -> str:
-        return await self.verifier.user_id(token)
+    async def principal(self, token: str) -> Principal:
+        return await self.verifier.principal(token)
 
     def http(self, path: str) -> tuple[int, str, bytes]:
         if path == "/":

@@ -232,9 +232,10 @@ async def test_a_cached_token_still_expires_on_time() -> None:
         "carol",
         time.time() - 1,
         frozenset(),
+        time.time() - 1,
     )  # as if its expiry had passed
     stale = jwt.encode({"sub": "carol", "exp": int(time.time()) - 5}, SECRET, "HS256")
-    verifier._verified[stale] = ("carol", time.time() - 1, frozenset())
+    verifier._verified[stale] = ("carol", time.time() - 1, frozenset(), time.time() - 5)
     with pytest.raises(TokenError) as err:
         await verifier.user_id(stale)
     assert err.value.code == "token_expired"

@@ -341,3 +341,26 @@ async def test_an_unknown_board_is_refused_before_the_upgrade(broadcaster: Runni
     async with httpx.AsyncClient() as client:
         listed = (await client.get(broadcaster.http + "/boards")).json()
     assert [b["id"] for b in listed["boards"]] == ["all-time", "weekly"]
+
+
+async def test_a_connection_that_never_completes_its_handshake_is_dropped(stack: Stack) -> None:
+    async with running_broadcaster(stack, ws_handshake_timeout_s=0.5) as running:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.settings.ws_port)
+        writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        await writer.drain()
+        # Dropped by the server at its deadline: EOF (or a reset), well before ours.
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            await asyncio.wait_for(reader.readexactly(1), 10)
+        writer.close()
+
+
+async def test_an_open_socket_is_closed_with_4001_when_its_token_expires(stack: Stack) -> None:
+    async with running_broadcaster(stack, ws_allow_anonymous=False) as running:
+        token = auth.mint(running.settings, "short-lived", ttl=1.5)
+        async with connect(f"{running.url}?token={token}") as ws:
+            assert json.loads(await ws.recv())["type"] == "snapshot"
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 15)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4001, "token expired")
