@@ -203,19 +203,22 @@ class Member:
         run(
             argv,
             user=user,
-            env={
-                "PATH": "/usr/bin:/bin",
-                "PGBIN": str(self.bin_dir),
-                "PGDATA": str(self.data_dir),
-                "MEMBER_NAME": self.name,
-                "PRIMARY_HOST": primary.host,
-                "PRIMARY_PORT": str(primary.port),
-                "PGPASSWORD": password,
+            env=self._script_env(
+                password,
+                PRIMARY_HOST=primary.host,
+                PRIMARY_PORT=str(primary.port),
                 **self.ssl_env,
-            },
+            ),
             what=f"{MEMBER_SCRIPT.name} prepare for {self.name} (following {primary.name})",
             timeout=300,
         )
+
+    def _script_env(self, password: str, **extra: str) -> dict[str, str]:
+        """pg-member.sh's environment for this member (its pod's, in Kubernetes)."""
+        return {
+            "PATH": "/usr/bin:/bin", "PGBIN": str(self.bin_dir), "PGDATA": str(self.data_dir),
+            "MEMBER_NAME": self.name, "PGPASSWORD": password, **extra,
+        }  # fmt: skip
 
     def pre_stop(self, password: str, wait_s: int) -> None:
         """What a member pod's preStop hook runs (``pg-member.sh stop``): hold the shutdown
@@ -224,17 +227,13 @@ class Member:
         run(
             argv,
             user=user,
-            env={
-                "PATH": "/usr/bin:/bin",
-                "PGBIN": str(self.bin_dir),
-                "PGDATA": str(self.data_dir),
-                "MEMBER_NAME": self.name,
-                "PRIMARY_HOST": self.host,
-                "PGPASSWORD": password,
-                "PGSOCKET": str(self.sock_dir),
-                "PGPORT": str(self.port),
-                "STOP_WAIT_S": str(wait_s),
-            },
+            env=self._script_env(
+                password,
+                PRIMARY_HOST=self.host,
+                PGSOCKET=str(self.sock_dir),
+                PGPORT=str(self.port),
+                STOP_WAIT_S=str(wait_s),
+            ),
             what=f"{MEMBER_SCRIPT.name} stop for {self.name}",
             timeout=wait_s + 90,
         )
