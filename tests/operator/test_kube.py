@@ -303,6 +303,7 @@ async def _world(*, tls: bool = False, members: int = 2) -> AsyncIterator[World]
             k8s.resources.load_bundled()
         k8s.resources["leaderboard.dev/v1/postgresclusters"] = {
             "namespaced": True, "kind": "PostgresCluster", "singular": "postgrescluster",
+            "shortnames": ["pgc"],
             "verbs": ["get", "list", "watch", "patch", "update"], "subresources": ["status"],
         }  # fmt: skip
         k8s.objects["v1/secrets", NS, "pg-credentials"] = _secret(stack)
