@@ -187,6 +187,14 @@ class Settings(BaseSettings):
         description="A connection that has not completed its WebSocket handshake this long "
         "after it was accepted is dropped; so is one that does not answer a close within it.",
     )
+    ws_allowed_origins: str = Field(
+        "",
+        max_length=4096,
+        description="Comma-separated origins (scheme://host[:port]) whose pages may open a "
+        "WebSocket; a browser handshake from any other Origin gets 403 forbidden (cross-site "
+        "WebSocket hijacking). Empty: any origin. Clients that send no Origin (not browsers) "
+        "are not affected.",
+    )
     ws_drain_s: float = Field(
         10.0, gt=0, le=300, description="On SIGTERM, how long clients get to close (1001)."
     )
@@ -274,6 +282,11 @@ class Settings(BaseSettings):
         if self.jwt_secret is None:
             return []
         return [part.strip() for part in self.jwt_secret.get_secret_value().split(",")]
+
+    @cached_property
+    def allowed_origins(self) -> frozenset[str]:
+        parts = (o.strip().rstrip("/").lower() for o in self.ws_allowed_origins.split(","))
+        return frozenset(o for o in parts if o)
 
     @property
     def anonymous_viewers(self) -> bool:

@@ -42,6 +42,8 @@ class Site(TypingProtocol):
     # A connection that has not completed its WebSocket handshake this long after it was
     # accepted is dropped, and so is one that does not answer our close within it.
     handshake_timeout_s: float
+    # Origins whose pages may connect (empty: any); a browser always sends Origin.
+    allowed_origins: frozenset[str]
 
     @property
     def anonymous_viewers(self) -> bool: ...
@@ -212,10 +214,15 @@ class Connection(asyncio.Protocol):
             token = tokens[0]
         rejection: Response | None = None
         self.board = params.get("board", [ALL_TIME])[0]
+        origin = request.headers.get("Origin", "").rstrip("/").lower()
+        allowed = self.site.allowed_origins
         if self.board not in self.site.hub.boards:
             rejection = _error(404, "unknown_board", f"there is no board {self.board[:100]!r}")
             metrics.REJECTED.labels("unknown_board").inc()
             self.board = ALL_TIME
+        elif origin and allowed and origin not in allowed:
+            rejection = _error(403, "forbidden", "this origin may not open a WebSocket here")
+            metrics.REJECTED.labels("origin").inc()
         elif token:
             try:
                 expires = (await self.site.principal(token)).expires

@@ -53,6 +53,7 @@ class Broadcaster:
         )
         self.verifier = Verifier(settings)
         self.handshake_timeout_s = settings.ws_handshake_timeout_s
+        self.allowed_origins = settings.allowed_origins
         self.client = aioredis.Redis.from_url(
             connection_urls.redis_url(settings, "broadcaster"),
             socket_connect_timeout=settings.redis_timeout_s,

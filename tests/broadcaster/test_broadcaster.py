@@ -33,10 +33,10 @@ async def _caught_up(running: Running, api: Api) -> None:
     await eventually(check, timeout=5)
 
 
-async def _refused(url: str) -> tuple[int, str]:
+async def _refused(url: str, origin: str | None = None) -> tuple[int, str]:
     """The HTTP status and error code of a WebSocket handshake the broadcaster refuses."""
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(url):
+        async with connect(url, origin=origin):  # type: ignore[arg-type]
             pass
     response = refused.value.response
     return response.status_code, json.loads(response.body)["error"]["code"]
@@ -341,6 +341,24 @@ async def test_an_unknown_board_is_refused_before_the_upgrade(broadcaster: Runni
     async with httpx.AsyncClient() as client:
         listed = (await client.get(broadcaster.http + "/boards")).json()
     assert [b["id"] for b in listed["boards"]] == ["all-time", "weekly"]
+
+
+async def test_only_the_allowed_origins_pages_may_open_a_websocket(stack: Stack) -> None:
+    """Cross-site WebSocket hijacking: a page on another site must not open a socket with the
+    viewer's credentials; non-browser clients (no Origin) are not affected."""
+    allowed = "https://game.example, https://Admin.example:8443/"
+    async with running_broadcaster(stack, ws_allowed_origins=allowed) as running:
+        evil = "https://evil.example"
+        assert await _refused(running.url, origin=evil) == (403, "forbidden")
+        for origin in ("https://game.example", "https://admin.example:8443", None):
+            async with connect(running.url, origin=origin) as ws:  # type: ignore[arg-type]
+                assert json.loads(await ws.recv())["type"] == "snapshot"
+    evil_origin: Any = "https://evil.example"  # the default allows any origin
+    async with (
+        running_broadcaster(stack) as running,
+        connect(running.url, origin=evil_origin) as ws,
+    ):
+        assert json.loads(await ws.recv())["type"] == "snapshot"
 
 
 async def test_a_connection_that_never_completes_its_handshake_is_dropped(stack: Stack) -> None:
