@@ -60,6 +60,9 @@ class Authority:
             .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_CA_USAGE, critical=True)
+            # Key identifiers: during a CA rotation both CAs (same name) are trusted, and
+            # OpenSSL picks the issuer by them; without, it may try the wrong one and fail.
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
         return cls(key, cert)
@@ -95,6 +98,10 @@ class Authority:
                 ),
                 critical=False,
             )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(self.key, hashes.SHA256())
         )
         return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)

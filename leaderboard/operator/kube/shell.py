@@ -125,6 +125,7 @@ class Shell:
         context = ssl.create_default_context(cadata=ca)
         context.check_hostname = False  # verify_mode stays CERT_REQUIRED
         self._tls, self._tls_secret = context, secret_name
+        self._cas = (ca,)  # a rotation seen later is trusted alongside it (certs.py)
 
     async def _superuser_password(self) -> str:
         if self._password is None:
